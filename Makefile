@@ -1,0 +1,31 @@
+# The two commands of the README. Both create .venv when it is missing and reuse it otherwise.
+#
+# TORCH_SPEC picks the PyTorch build. It is installed in the SAME pip command as the project, so
+# that nnunetv2's own torch requirement cannot swap in another build. On this kind of CPU machine
+# torch==2.13.0 comes from a local CPU wheel; on a GPU server PyPI's torch==2.13.0 is a CUDA build.
+# For another CUDA version: make test TORCH_INDEX=https://download.pytorch.org/whl/cu126
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+DEMO_WORKSPACE ?= demo-workspace
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/rsna-tui --workspace $(DEMO_WORKSPACE) pipeline --profile tiny --follow
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO_WORKSPACE)

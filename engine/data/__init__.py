@@ -1,0 +1,1 @@
+"""Data: the Kaggle layout, the synthetic demo cohort, DICOM conversion."""

@@ -1,0 +1,275 @@
+"""The stage table: every pipeline step, its typed parameters and the function that runs it.
+
+This table is the single definition of a stage. The CLI (``rsna-tui run --stage NAME``), the
+TUI launch form and the pipeline runner are all generated from it; parameter values come from the
+profiles in ``engine/profiles.toml``. Stage functions are named as ``"module:function"`` and only
+imported when a job runs, so listing stages never imports torch or nnU-Net.
+
+A stage function has the signature ``fn(params: dict[str, Any], ctx: StageContext) -> None`` and
+raises on failure; whatever it registers through ``ctx.reporter`` becomes the job's record.
+"""
+from __future__ import annotations
+
+import importlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+PROFILES_FILE = Path(__file__).with_name("profiles.toml")
+PROFILES: tuple[str, ...] = ("full", "tiny")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ParameterError(ValueError):
+    """A parameter override that does not fit the stage (unknown key or bad value)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed stage parameter. ``kind`` is int, float, str, bool, ints or floats (comma lists)."""
+
+    name: str
+    kind: str
+    help: str
+    choices: tuple[Any, ...] = ()
+
+    def parse(self, text: Any) -> Any:
+        """Convert a value (from a profile or a ``key=value`` string) to this parameter's type."""
+        try:
+            value = self._convert(text)
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(f"{self.name}: {text!r} is not a valid {self.kind} ({exc})") from None
+        if self.choices and value not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            raise ParameterError(f"{self.name}: {value!r} is not one of {allowed}")
+        return value
+
+    def _convert(self, text: Any) -> Any:
+        if self.kind == "bool":
+            if isinstance(text, bool):
+                return text
+            lowered = str(text).strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError("use true or false")
+        if self.kind == "int":
+            if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
+                raise ValueError("not an integer")
+            return int(text)
+        if self.kind == "float":
+            if isinstance(text, bool):
+                raise ValueError("not a number")
+            return float(text)
+        if self.kind == "str":
+            return str(text)
+        if self.kind in ("ints", "floats"):
+            item = int if self.kind == "ints" else float
+            parts = text if isinstance(text, (list, tuple)) else [p for p in str(text).split(",") if p.strip()]
+            return [item(p) for p in parts]
+        raise ValueError(f"unknown parameter kind {self.kind}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline step."""
+
+    name: str
+    help: str
+    function: str
+    params: tuple[Param, ...]
+    #: GPU-heavy stages wait for a free GPU slot; CPU-only stages start at once.
+    gpu: bool = False
+    #: Whether ``resume`` makes sense (training stages continue from their checkpoint).
+    resumable: bool = False
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise ParameterError(f"stage {self.name} has no parameter {name!r}; valid keys: {self.keys()}")
+
+    def keys(self) -> str:
+        return ", ".join(p.name for p in self.params)
+
+    def load(self) -> Callable[[dict[str, Any], Any], None]:
+        module, _, attr = self.function.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def defaults(self, profile: str = "tiny") -> dict[str, Any]:
+        """The parameter values of a profile, typed."""
+        if profile not in PROFILES:
+            raise ParameterError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+        table = _profiles().get(self.name, {})
+        merged = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        merged.update(table.get(profile, {}))
+        missing = [p.name for p in self.params if p.name not in merged]
+        if missing:
+            raise ParameterError(f"profiles.toml gives no {profile} value for {self.name}: {', '.join(missing)}")
+        return {p.name: p.parse(merged[p.name]) for p in self.params}
+
+    def resolve(self, profile: str = "tiny", overrides: dict[str, Any] | list[str] | None = None) -> dict[str, Any]:
+        """Profile defaults with overrides applied; overrides are ``{key: value}`` or ``["key=value"]``."""
+        values = self.defaults(profile)
+        for key, raw in _pairs(overrides):
+            if not any(p.name == key for p in self.params):
+                raise ParameterError(f"stage {self.name} has no parameter {key!r}; valid keys: {self.keys()}")
+            values[key] = self.param(key).parse(raw)
+        return values
+
+
+def _pairs(overrides: dict[str, Any] | list[str] | None) -> list[tuple[str, Any]]:
+    if not overrides:
+        return []
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    pairs = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"override {item!r} is not key=value")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _profiles() -> dict[str, Any]:
+    with PROFILES_FILE.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+P = Param
+_DATASET = P("dataset", "str", "Dataset name under <workspace>/datasets, or a path to a Kaggle-layout folder")
+_SPLIT = P("split", "str", "Which part of the dataset: train (series/) or test (test/series/)", ("train", "test"))
+_DEVICE = P("device", "str", "Torch device: auto (CUDA when present), cuda or cpu", ("auto", "cuda", "cpu"))
+
+_TRAIN3D_PARAMS = (
+    _DATASET,
+    P("fold", "int", "Cross-validation fold (nnU-Net 5-fold split, seed 12345)"),
+    P("size", "int", "Edge of the cubic network input in voxels (crops are resized to size^3)"),
+    P("features", "ints", "Encoder features per stage"),
+    P("blocks", "ints", "Residual blocks per encoder stage"),
+    P("epochs", "int", "Training epochs"),
+    P("iterations", "int", "Training iterations per epoch"),
+    P("val_iterations", "int", "Validation iterations per epoch"),
+    P("batch_size", "int", "Volumes per batch"),
+    P("initial_lr", "float", "Initial learning rate (SGD, PolyLR)"),
+    P("init_from", "str", "Start from the final weights of this stage's latest run or a checkpoint path ('' = scratch)"),
+    P("labels_dir", "str", "Folder of external 26-class label volumes (<uid>.nii.gz) to use instead of ours ('' = none)"),
+    _DEVICE,
+)
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            "demo-data",
+            "Write the synthetic demo cohort in the exact Kaggle layout",
+            "engine.data.demo:run",
+            (
+                P("out", "str", "Output folder ('' = <workspace>/datasets/demo)"),
+                P("n", "int", "Number of series"),
+                P("seed", "int", "Random seed; the same parameters give identical files"),
+                P("size", "int", "Voxels per side of each volume"),
+                P("test_fraction", "float", "Fraction of series held out in test/ with test_truth.csv"),
+                P("defects", "bool", "Add a few broken series, listed in defects.csv"),
+                P("test_tags_only", "bool", "Keep only the DICOM tags of the competition's test allow-list"),
+            ),
+        ),
+        Stage(
+            "convert",
+            "DICOM series -> LPS NIfTI volumes, localizer masks and vessel labels",
+            "engine.data.convert:run",
+            (
+                _DATASET,
+                _SPLIT,
+                P("workers", "int", "Parallel worker processes (0 = number of cores)"),
+                P("seed", "int", "Seed of the per-series localizer box size draw"),
+            ),
+        ),
+        Stage(
+            "stage1-data",
+            "Build the nnU-Net 2D vessel-box dataset from converted volumes with vessel masks",
+            "engine.stage1.dataset:run",
+            (
+                _DATASET,
+                P("dataset_id", "int", "nnU-Net dataset number of the 2D dataset"),
+                P("spacing", "floats", "In-plane target spacing in mm (rows, columns)"),
+                P("jitter", "int", "Extra jittered slices per axis and volume"),
+                P("seed", "int", "Seed of the slice jitter"),
+            ),
+        ),
+        Stage(
+            "train2d",
+            "Train the stage-1 2D nnU-Net (vessel box)",
+            "engine.stage1.train:run",
+            (
+                P("dataset_id", "int", "nnU-Net dataset number of the 2D dataset"),
+                P("fold", "int", "Cross-validation fold, or -1 for all"),
+                P("epochs", "int", "Training epochs"),
+                P("iterations", "int", "Training iterations per epoch"),
+                P("val_iterations", "int", "Validation iterations per epoch"),
+                P("batch_size", "int", "Slices per batch (0 = nnU-Net's plan)"),
+                P("features", "ints", "Encoder features per stage ('' = nnU-Net's plan)"),
+                P("initial_lr", "float", "Initial learning rate"),
+                _DEVICE,
+            ),
+            gpu=True,
+            resumable=True,
+        ),
+        Stage(
+            "roi",
+            "Stage-1 inference on nine slices -> one crop box per series, and the crops",
+            "engine.stage1.roi:run",
+            (
+                _DATASET,
+                _SPLIT,
+                P("model", "str", "Stage-1 results folder ('' = latest train2d of the workspace)"),
+                P("margin", "int", "Voxels added on every side of the box"),
+                _DEVICE,
+            ),
+            gpu=True,
+        ),
+        Stage("train3d", "Train the stage-2 multi-task 3D network from scratch", "engine.stage2.train:run",
+              _TRAIN3D_PARAMS, gpu=True, resumable=True),
+        Stage("finetune1", "Fine-tune stage 2 (fold 0, 100 epochs in full) from train3d", "engine.stage2.train:run",
+              _TRAIN3D_PARAMS, gpu=True, resumable=True),
+        Stage("finetune2", "Fine-tune stage 2 (fold 1, 250 epochs in full) from train3d", "engine.stage2.train:run",
+              _TRAIN3D_PARAMS, gpu=True, resumable=True),
+        Stage(
+            "predict",
+            "Two-stage inference with flip TTA -> predictions.csv and per-case review artefacts",
+            "engine.inference:run",
+            (
+                _DATASET,
+                _SPLIT,
+                P("models", "str", "Stage-2 models: job ids or results folders, comma separated ('' = latest finetune1 and finetune2)"),
+                P("stage1_model", "str", "Stage-1 results folder ('' = latest train2d)"),
+                P("tta", "int", "Flip views per model", (1, 4, 8)),
+                P("save_segmentations", "bool", "Save both decoders' maps for the review screen"),
+                _DEVICE,
+            ),
+            gpu=True,
+        ),
+        Stage(
+            "evaluate",
+            "Score predictions with the competition metric (weighted column-wise AUC)",
+            "engine.metrics:run",
+            (
+                P("predictions", "str", "predictions.csv (SeriesInstanceUID + 14 label columns)"),
+                P("truth", "str", "Truth CSV with the same columns (e.g. test_truth.csv)"),
+            ),
+        ),
+    )
+}
+
+
+def get_stage(name: str) -> Stage:
+    """The stage called ``name``; a clear error listing the stages otherwise."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise ParameterError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}") from None
