@@ -1,0 +1,140 @@
+"""Folding a job's ``events.jsonl`` into ``jobs.db``, idempotently.
+
+Whoever manages jobs (CLI, TUI, scheduler) calls :func:`fold_job`; several may do so at once.
+One fold is one ``BEGIN IMMEDIATE`` transaction that re-reads the job's byte offset under the
+write lock, applies the complete lines after it and stores the new offset. So an event is folded
+exactly once however many processes fold concurrently, and a crash mid-fold changes nothing.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.labels import LABEL_COLUMNS
+from rsna_tui.jobs.events import EVENTS, read_complete
+from rsna_tui.jobs.store import TERMINAL, Store
+
+KEY = "SeriesInstanceUID"
+FINISH_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class FoldResult:
+    events: int = 0
+    bad_lines: int = 0
+    status: str | None = None
+
+
+def fold_job(store: Store, job_id: int, job_dir: Path) -> FoldResult:
+    """Fold the new complete events of one job; cheap when there are none."""
+    path = job_dir / EVENTS
+    row = store.conn.execute("SELECT events_offset, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        return FoldResult()
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return FoldResult(status=row["status"])
+    if size <= row["events_offset"]:
+        return FoldResult(status=row["status"])
+    with store.write() as conn:
+        row = conn.execute("SELECT events_offset, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        events, offset, bad = read_complete(path, row["events_offset"])
+        if offset == row["events_offset"]:
+            return FoldResult(status=row["status"])
+        status = _apply(conn, job_id, row["status"], events)
+        conn.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", (offset, job_id))
+        if status in TERMINAL and row["status"] not in TERMINAL:
+            _ingest_predictions(conn, job_id)
+    return FoldResult(len(events), bad, status)
+
+
+def _apply(conn: Any, job_id: int, status: str, events: list[dict[str, Any]]) -> str:
+    metrics, samples = [], []
+    job: dict[str, Any] = {}
+    for e in events:
+        kind, t = e["type"], float(e.get("t", 0.0))
+        if kind == "started":
+            if status not in TERMINAL:
+                status = "running"
+            job.update(status=status, started_at=t)
+            if e.get("host"):
+                job["host"] = e["host"]
+        elif kind == "progress":
+            total = e.get("total")
+            job["progress"] = (float(e["done"]) / float(total)) if total else None
+            if e.get("message"):
+                job["message"] = str(e["message"])
+        elif kind == "metric":
+            metrics.append((job_id, e.get("step"), str(e["name"]), float(e["value"]), t))
+        elif kind == "resource":
+            samples.append((
+                job_id, t, float(e.get("cpu_percent") or 0.0), int(e.get("rss_bytes") or 0),
+                e.get("gpu_mem_bytes"), e.get("gpu_util"), e.get("proc_gpu_mem_bytes"),
+            ))
+        elif kind == "artefact":
+            conn.execute(
+                "INSERT OR REPLACE INTO artefacts (job_id, name, path, t) VALUES (?, ?, ?, ?)",
+                (job_id, str(e["name"]), str(e["path"]), t),
+            )
+        elif kind == "log":
+            job["message"] = str(e.get("message", ""))[:500]
+        elif kind == "finished":
+            status = e.get("status") if e.get("status") in FINISH_STATUSES else "failed"
+            job.update(status=status, finished_at=t, exit_code=e.get("exit_code"), error=e.get("error"))
+            if status == "succeeded":
+                job["progress"] = 1.0
+    if metrics:
+        conn.executemany("INSERT INTO metrics (job_id, step, name, value, t) VALUES (?, ?, ?, ?, ?)", metrics)
+    if samples:
+        conn.executemany(
+            "INSERT INTO resource_samples (job_id, t, cpu_percent, rss_bytes, gpu_mem_bytes, gpu_util, "
+            "proc_gpu_mem_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            samples,
+        )
+    if job:
+        assignments = ", ".join(f"{k} = ?" for k in job)
+        conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*job.values(), job_id))
+    return status
+
+
+def _ingest_predictions(conn: Any, job_id: int) -> None:
+    """Copy the rows of the job's ``predictions`` artefact (a CSV) into ``case_predictions``."""
+    row = conn.execute("SELECT path FROM artefacts WHERE job_id = ? AND name = 'predictions'", (job_id,)).fetchone()
+    if row is None:
+        return
+    try:
+        rows = read_predictions(Path(row[0]))
+    except (OSError, ValueError) as exc:
+        conn.execute("UPDATE jobs SET message = ? WHERE id = ?", (f"predictions not loaded: {exc}", job_id))
+        return
+    conn.executemany(
+        "INSERT OR REPLACE INTO case_predictions (job_id, series_uid, probabilities, aneurysm_present, seconds, "
+        "error) VALUES (?, ?, ?, ?, ?, ?)",
+        [(job_id, uid, json.dumps(probs), probs[-1], seconds, error) for uid, probs, seconds, error in rows],
+    )
+
+
+def read_predictions(path: Path) -> list[tuple[str, list[float], float | None, str | None]]:
+    """``(series uid, 14 probabilities, seconds, error)`` per row of a predictions CSV.
+
+    Raises ValueError naming the file and the missing column or the bad row.
+    """
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or ())
+        missing = [c for c in (KEY, *LABEL_COLUMNS) if c not in columns]
+        if missing:
+            raise ValueError(f"{path}: missing columns {', '.join(missing)}")
+        out = []
+        for number, record in enumerate(reader, start=2):
+            try:
+                probs = [float(record[c]) for c in LABEL_COLUMNS]
+                seconds = float(record["seconds"]) if record.get("seconds") not in (None, "") else None
+            except ValueError as exc:
+                raise ValueError(f"{path} line {number}: {exc}") from None
+            out.append((record[KEY], probs, seconds, record.get("error") or None))
+    return out

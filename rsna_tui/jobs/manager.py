@@ -1,0 +1,316 @@
+"""The job manager: submit, queue, start, refresh, cancel, retry and resume jobs of one workspace.
+
+Used by the CLI, the (later) TUI and the scheduler process alike; any of them may run at the same
+time, coordinated through ``jobs.db`` transactions. Job states:
+
+``queued`` -> ``starting`` (launched, runner not yet reporting) -> ``running`` -> ``succeeded`` /
+``failed`` / ``cancelled``; ``lost`` when the process vanished without a ``finished`` event.
+
+A queued job starts when every ``--after`` dependency succeeded (a failed, cancelled or lost one
+fails it, naming the dependency) and, for GPU-heavy stages, when a GPU slot is free. CPU-only
+stages never wait for a slot.
+"""
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine.stages import ParameterError
+from rsna_tui.jobs.events import LOG, SPEC, read_spec, tail, write_json_atomic
+from rsna_tui.jobs.executor import Executor
+from rsna_tui.jobs.fold import fold_job
+from rsna_tui.jobs.gpus import gpu_slots, visible_devices
+from rsna_tui.jobs.local import LocalExecutor
+from rsna_tui.jobs.stage_table import all_stages, find_stage
+from rsna_tui.jobs.store import JOB_SELECT, TERMINAL, JobRow, Store, iso
+from rsna_tui.workspace import Workspace
+
+#: A job ``starting`` this long without a process id never got launched (its launcher died).
+LAUNCH_TIMEOUT_S = 60.0
+DEFAULT_GRACE_S = 10.0
+LOST_LOG_LINES = 10
+
+
+class JobError(RuntimeError):
+    """A request about jobs that cannot be done (unknown job, retry of a running job, ...)."""
+
+
+class JobManager:
+    """Jobs of one workspace."""
+
+    def __init__(self, workspace: Workspace, store: Store | None = None) -> None:
+        self.workspace = workspace
+        self.store = store if store is not None else Store(workspace.db_path)
+        self.executors: dict[str, Executor] = {"local": LocalExecutor()}
+        self.backend = "local"
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- looking jobs up ---------------------------------------------------------------------------
+
+    def job(self, ref: int | str) -> JobRow:
+        """A job by id; JobError when there is none."""
+        try:
+            job_id = int(ref)
+        except (TypeError, ValueError):
+            raise JobError(f"{ref!r} is not a job id (job ids are numbers, see `rsna-tui jobs`)") from None
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise JobError(f"no job {job_id} in {self.store.path}")
+        return job
+
+    def job_dir(self, job: JobRow | int) -> Path:
+        return self.workspace.job_dir(job.id if isinstance(job, JobRow) else job)
+
+    # -- submitting ---------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        stage: str,
+        profile: str = "tiny",
+        overrides: dict[str, Any] | list[str] | None = None,
+        after: Iterable[int | str] = (),
+        *,
+        params: dict[str, Any] | None = None,
+        function: str | None = None,
+        gpu: bool | None = None,
+        resume: bool = False,
+        parent: int | None = None,
+        attempt: int = 1,
+        cwd: Path | None = None,
+        start: bool = True,
+    ) -> JobRow:
+        """Queue a job (parameters = profile + overrides, checked) and start it when it can.
+
+        Raises ParameterError for an unknown stage or a bad override, JobError for an unknown
+        ``after`` job. With ``start`` the job starts at once when ready; otherwise, and whenever
+        it has to wait, the scheduler process starts it later.
+        """
+        if params is None or function is None or gpu is None:
+            definition = find_stage(stage)
+            params = definition.resolve(profile, overrides) if params is None else params
+            function = function or definition.function
+            gpu = definition.gpu if gpu is None else gpu
+        depends = [self.job(ref).id for ref in after]
+        job = JobRow(
+            id=0, stage=stage, profile=profile, params=params, status="queued", created_at=time.time(),
+            function=function, backend=self.backend, gpu=gpu, resume=resume, parent_id=parent,
+            attempt=attempt, depends_on=depends,
+        )
+        with self.store.write():  # the spec exists before any scheduler can see the row
+            self.store.insert_job(job)
+            job_dir = self.workspace.ensure_job_dir(job.id)
+            write_json_atomic(job_dir / SPEC, {
+                "id": job.id, "stage": stage, "profile": profile, "params": params, "function": function,
+                "created": iso(job.created_at), "resume": resume, "attempt": attempt, "parent": parent,
+                "depends_on": depends, "gpu": gpu, "workspace": str(self.workspace.root),
+                "cwd": str(cwd or Path.cwd()),
+            })
+        if start:
+            self.refresh()
+            if self.schedule():
+                self.ensure_scheduler()
+        return self.store.get_job(job.id) or job
+
+    def retry(self, ref: int | str) -> JobRow:
+        """Run a finished job again with the same parameters, as its next attempt."""
+        return self._again(self.job(ref), resume=False)
+
+    def resume(self, ref: int | str) -> JobRow:
+        """A new attempt that continues from the job's checkpoint (training stages)."""
+        old = self.job(ref)
+        definition = all_stages().get(old.stage)
+        if definition is not None and not definition.resumable:
+            raise ParameterError(f"stage {old.stage} cannot resume (no checkpoint); use `rsna-tui retry {old.id}`")
+        return self._again(old, resume=True)
+
+    def _again(self, old: JobRow, resume: bool) -> JobRow:
+        self.refresh([old.id])
+        old = self.job(old.id)
+        if not old.terminal:
+            raise JobError(f"job {old.id} is {old.status}; cancel it first or wait for it to end")
+        spec_cwd = self._spec(old).get("cwd")
+        return self.submit(
+            old.stage, old.profile, params=old.params, function=old.function, gpu=old.gpu, resume=resume,
+            parent=old.id, attempt=old.attempt + 1, cwd=Path(spec_cwd) if spec_cwd else None,
+        )
+
+    def _spec(self, job: JobRow) -> dict[str, Any]:
+        try:
+            return read_spec(self.job_dir(job))
+        except (OSError, ValueError):
+            return {}
+
+    # -- keeping the database in step with the processes ------------------------------------------
+
+    def refresh(self, job_ids: Iterable[int] | None = None) -> None:
+        """Fold new events of active jobs and mark those whose process vanished as ``lost``."""
+        if job_ids is None:
+            jobs = self.store.active_jobs()
+        else:
+            jobs = [j for j in (self.store.get_job(i) for i in job_ids) if j is not None and not j.terminal]
+        for job in jobs:
+            if job.status == "queued":
+                continue
+            fold_job(self.store, job.id, self.job_dir(job))
+            current = self.store.get_job(job.id)
+            if current is None or current.terminal:
+                continue
+            self._check_alive(current)
+
+    def _check_alive(self, job: JobRow) -> None:
+        if not job.native_id:
+            launched = job.started_at or job.created_at
+            if time.time() - launched > LAUNCH_TIMEOUT_S:
+                self._finish(job.id, "lost", f"never launched: no process {LAUNCH_TIMEOUT_S:.0f} s after it was picked")
+            return
+        alive = self.executors[job.backend].is_alive(job)
+        if alive is not False:
+            return
+        fold_job(self.store, job.id, self.job_dir(job))  # it may have finished just now
+        current = self.store.get_job(job.id)
+        if current is None or current.terminal:
+            return
+        log_tail = tail(self.job_dir(job) / LOG, LOST_LOG_LINES)
+        reason = f"process {job.native_id} on {job.host} ended without a finished event"
+        self._finish(job.id, "lost", reason + (f"; last log lines:\n{log_tail}" if log_tail else "; log is empty"))
+
+    def _finish(self, job_id: int, status: str, error: str, only_if: tuple[str, ...] | None = None) -> bool:
+        """Set a terminal status unless the job already has one (or is not in ``only_if``)."""
+        allowed = only_if or ("queued", "starting", "running")
+        marks = ", ".join("?" for _ in allowed)
+        with self.store.write() as conn:
+            cursor = conn.execute(
+                f"UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN ({marks})",
+                (status, error, time.time(), job_id, *allowed),
+            )
+        return cursor.rowcount > 0
+
+    # -- queue ---------------------------------------------------------------------------------------
+
+    def schedule(self) -> int:
+        """Start every queued job that is ready; returns how many stay queued."""
+        slots = gpu_slots()
+        to_launch: list[JobRow] = []
+        with self.store.write() as conn:
+            queued = [JobRow.from_row(r) for r in conn.execute(JOB_SELECT + " WHERE status = 'queued' ORDER BY id")]
+            if not queued:
+                return 0
+            busy = {
+                r[0] for r in conn.execute(
+                    "SELECT gpu_slot FROM jobs WHERE gpu = 1 AND status IN ('starting', 'running') AND gpu_slot IS NOT NULL"
+                )
+            }
+            statuses: dict[int, tuple[str, str | None]] = {}
+            waiting = 0
+            for job in queued:
+                verdict = self._dependencies(conn, job, statuses)
+                if verdict == "wait":
+                    waiting += 1
+                    continue
+                if verdict is not None:
+                    conn.execute(
+                        "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                        (verdict, time.time(), job.id),
+                    )
+                    statuses[job.id] = ("failed", verdict)
+                    continue
+                if job.gpu:
+                    free = next((s for s in range(slots) if s not in busy), None)
+                    if free is None:
+                        waiting += 1
+                        continue
+                    busy.add(free)
+                    job.gpu_slot = free
+                job.status, job.started_at = "starting", time.time()
+                conn.execute(
+                    "UPDATE jobs SET status = 'starting', gpu_slot = ?, started_at = ? WHERE id = ?",
+                    (job.gpu_slot, job.started_at, job.id),
+                )
+                statuses[job.id] = ("starting", None)
+                to_launch.append(job)
+        for job in to_launch:
+            self._launch(job)
+        return waiting
+
+    @staticmethod
+    def _dependencies(conn: Any, job: JobRow, statuses: dict[int, tuple[str, str | None]]) -> str | None:
+        """None when all dependencies succeeded, "wait" while some run, else the failure reason."""
+        pending = False
+        for dep in job.depends_on:
+            if dep not in statuses:
+                row = conn.execute("SELECT status, error FROM jobs WHERE id = ?", (dep,)).fetchone()
+                statuses[dep] = (row[0], row[1]) if row else ("missing", None)
+            status, error = statuses[dep]
+            if status == "missing":
+                return f"dependency {dep} does not exist"
+            if status in TERMINAL and status != "succeeded":
+                return f"dependency {dep} {status}" + (f": {error}" if error else "")
+            if status != "succeeded":
+                pending = True
+        return "wait" if pending else None
+
+    def _launch(self, job: JobRow) -> None:
+        job_dir = self.job_dir(job)
+        try:
+            spec = read_spec(job_dir)
+            env = self.workspace.job_environment()
+            devices = visible_devices()
+            if job.gpu and job.gpu_slot is not None and job.gpu_slot < len(devices):
+                env["CUDA_VISIBLE_DEVICES"] = devices[job.gpu_slot]
+            self.workspace.ensure_nnunet_dirs()
+            launched = self.executors[job.backend].start(job_dir, env, Path(spec.get("cwd") or job_dir))
+        except Exception as exc:
+            self._finish(job.id, "failed", f"could not start: {type(exc).__name__}: {exc}")
+            return
+        self.store.update_job(
+            job.id, native_id=launched.native_id, host=launched.host, proc_create_time=launched.create_time
+        )
+
+    def ensure_scheduler(self) -> None:
+        """Start the detached scheduler process unless one holds the workspace's lock already."""
+        if _lock_held(self.workspace.scheduler_lock):
+            return
+        with self.workspace.scheduler_log.open("ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "rsna_tui.jobs.scheduler", str(self.workspace.root)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                close_fds=True,
+            )
+
+    # -- cancelling ---------------------------------------------------------------------------------
+
+    def cancel(self, ref: int | str, grace: float = DEFAULT_GRACE_S) -> JobRow:
+        """Cancel a job: a queued one never starts; a running one gets SIGTERM, then SIGKILL."""
+        job = self.job(ref)
+        if self._finish(job.id, "cancelled", "cancelled before it started", only_if=("queued",)):
+            return self.job(job.id)
+        deadline = time.monotonic() + 5.0
+        while job.status == "starting" and not job.native_id and time.monotonic() < deadline:
+            time.sleep(0.05)  # its launcher is between picking it and starting the process
+            job = self.job(job.id)
+        if job.terminal:
+            return job
+        stopped = self.executors[job.backend].cancel(job, grace)
+        fold_job(self.store, job.id, self.job_dir(job))
+        reason = "cancelled; killed after the grace period" if stopped else "cancel requested; processes may remain"
+        self._finish(job.id, "cancelled", reason)
+        self.schedule()  # dependants fail now, queued GPU jobs may take the slot
+        return self.job(job.id)
+
+
+def _lock_held(path: Path) -> bool:
+    """Whether another process holds the flock on ``path`` (we take it and drop it at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

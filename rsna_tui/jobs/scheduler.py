@@ -1,0 +1,64 @@
+"""The detached scheduler: ``python -m rsna_tui.jobs.scheduler <workspace>``.
+
+Queued jobs (waiting for a dependency or a GPU slot) must start even when no CLI or TUI stays
+open. Whoever submits a job that has to wait starts this process; at most one per workspace runs
+(it holds an flock on ``scheduler.lock``). It folds events, notices ended jobs, starts ready ones,
+and exits as soon as nothing is queued.
+
+Exit without losing a job: the scheduler drops the lock *before* its final look at the queue. A job
+queued after that look was queued after the lock was free, so its submitter starts a new scheduler.
+"""
+from __future__ import annotations
+
+import fcntl
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from rsna_tui.jobs.manager import JobManager
+from rsna_tui.workspace import Workspace
+
+POLL_S = 0.5
+
+
+def _try_lock(handle: IO[str]) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def serve(root: Path, poll: float = POLL_S) -> int:
+    """Run until the queue is empty; returns at once when another scheduler holds the lock."""
+    workspace = Workspace(root)
+    workspace.ensure_root()
+    with workspace.scheduler_lock.open("a") as handle:
+        if not _try_lock(handle):
+            return 0
+        manager = JobManager(workspace)
+        try:
+            while True:
+                manager.refresh()
+                if manager.schedule() > 0:
+                    time.sleep(poll)
+                    continue
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                queued = manager.store.list_jobs(status="queued", limit=1)
+                if not queued or not _try_lock(handle):
+                    return 0
+        finally:
+            manager.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m rsna_tui.jobs.scheduler <workspace>", file=sys.stderr)
+        return 2
+    return serve(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Test-only stages, registered through ``RSNA_TUI_EXTRA_STAGES=tests.app.stages_for_tests:STAGES``.
+
+They exercise the job machinery with real processes but no model: sleeping, failing, spawning
+child processes (one of which ignores SIGTERM), reporting metrics and writing a predictions CSV.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.context import StageContext
+from engine.labels import LABEL_COLUMNS
+from engine.stages import Param, ParameterError, Stage
+
+
+@dataclass(frozen=True)
+class TestStage(Stage):
+    """A stage whose defaults live here instead of engine/profiles.toml."""
+
+    values: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def defaults(self, profile: str = "tiny") -> dict[str, Any]:
+        if profile not in ("tiny", "full"):
+            raise ParameterError(f"unknown profile {profile!r}")
+        return {p.name: p.parse(self.values[p.name]) for p in self.params}
+
+
+def sleeper(params: dict[str, Any], ctx: StageContext) -> None:
+    """Report a few steps, sleeping between them; fail at the end when asked to."""
+    steps = params["steps"]
+    for step in range(steps):
+        ctx.reporter.progress(step, steps, f"step {step}")
+        ctx.reporter.metric("loss", 1.0 / (step + 1), step)
+        time.sleep(params["seconds"] / max(1, steps))
+    ctx.reporter.progress(steps, steps, "done")
+    ctx.reporter.log(f"slept {params['seconds']} s in {os.getcwd()}")
+    (ctx.job_dir / "marker.txt").write_text(str(ctx.job_id))
+    ctx.reporter.artefact("marker", ctx.job_dir / "marker.txt")
+    if params["fail"]:
+        raise RuntimeError("asked to fail")
+
+
+def spawner(params: dict[str, Any], ctx: StageContext) -> None:
+    """Start child processes (one ignores SIGTERM, one has a child of its own) and wait."""
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+    nested = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"
+    children = [
+        subprocess.Popen([sys.executable, "-c", stubborn]),
+        subprocess.Popen([sys.executable, "-c", nested]),
+        subprocess.Popen(["sleep", "600"]),
+    ]
+    pids_file = ctx.job_dir / "children.txt"
+    pids_file.write_text("\n".join(str(c.pid) for c in children))
+    ctx.reporter.log(f"children {[c.pid for c in children]}")
+    time.sleep(params["seconds"])
+
+
+def predictor(params: dict[str, Any], ctx: StageContext) -> None:
+    """Write a predictions CSV (with extra columns) and register it as ``predictions``."""
+    path = ctx.job_dir / "predictions.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["SeriesInstanceUID", *LABEL_COLUMNS, "seconds", "error"])
+        for i in range(params["cases"]):
+            writer.writerow([f"1.2.3.{i}", *[round((i + k) % 10 / 10, 2) for k in range(len(LABEL_COLUMNS))], 0.5 * i, ""])
+    ctx.reporter.artefact("predictions", path)
+
+
+_SECONDS = Param("seconds", "float", "How long to sleep")
+STAGES: dict[str, Stage] = {
+    "test-sleep": TestStage(
+        "test-sleep", "Sleep in steps", f"{__name__}:sleeper",
+        (_SECONDS, Param("steps", "int", "Steps"), Param("fail", "bool", "Fail at the end")),
+        values={"seconds": 0.2, "steps": 2, "fail": False},
+    ),
+    "test-gpu-sleep": TestStage(
+        "test-gpu-sleep", "Sleep while holding a GPU slot", f"{__name__}:sleeper",
+        (_SECONDS, Param("steps", "int", "Steps"), Param("fail", "bool", "Fail at the end")),
+        gpu=True, resumable=True, values={"seconds": 1.0, "steps": 2, "fail": False},
+    ),
+    "test-spawn": TestStage(
+        "test-spawn", "Spawn children and wait", f"{__name__}:spawner", (_SECONDS,), values={"seconds": 60.0},
+    ),
+    "test-predict": TestStage(
+        "test-predict", "Write a predictions CSV", f"{__name__}:predictor",
+        (Param("cases", "int", "Rows"),), values={"cases": 5},
+    ),
+}
