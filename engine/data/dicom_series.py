@@ -13,7 +13,8 @@ when only the top-level plane and SpacingBetweenSlices / SliceThickness are ther
 ``largest_group`` (files grouped by study, frame of reference, modality and orientation rounded
 to 4 decimals; the largest group sorted by InstanceNumber), ``timepoints:<n>`` (the same positions
 repeated: one volume per time point), ``resampled`` (gantry tilt or uneven slice spacing: dicom2nifti's
-resampling onto an orthogonal grid, linear interpolation, padded with the darkest corner value).
+resampling onto an orthogonal grid, linear interpolation rounded back to whole numbers when the
+stored values are integers, padded with the darkest value of the end slices).
 
 dicom2nifti's settings are module globals; :func:`dicom2nifti_settings` sets all of them for one
 call and restores them, so one worker process can alternate strict and resampling conversions.
@@ -251,6 +252,12 @@ def stack_multiframe(ds: Any) -> tuple[nib.Nifti1Image, str]:
     return nib.Nifti1Image(np.ascontiguousarray(data.transpose(2, 1, 0)), affine), name
 
 
+def _whole_numbers(ds: Any) -> bool:
+    """Whether stored integers become whole numbers (integer rescale slope and intercept)."""
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    return slope.is_integer() and intercept.is_integer() and "FloatPixelData" not in ds
+
+
 def _resample_padding(datasets: list[Any]) -> float:
     """The darkest value of the first and last slice: air for CT, background for MR."""
     values = []
@@ -312,6 +319,8 @@ def _convert_single_frames(datasets: list[Any]) -> tuple[list[nib.Nifti1Image], 
     try:
         padding = _resample_padding(group)
         images = _run_dicom2nifti(group, {**RESAMPLE, "resample_padding": padding})
+        if _whole_numbers(group[0]):  # interpolated values of integer data: keep them integers (int16 on disk)
+            images = [nib.Nifti1Image(np.rint(np.asanyarray(img.dataobj)), img.affine) for img in images]
         return images, [*fallbacks, "resampled"], group
     except Exception as exc:
         attempts.append(("resampling", explain(exc)))
