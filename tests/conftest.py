@@ -29,3 +29,46 @@ def workspace(tmp_path: Path) -> Path:
     root = tmp_path / "ws"
     root.mkdir()
     return root
+
+
+# --- demo cohort (issue 3) ---------------------------------------------------------------------
+
+DEMO_COHORT_PARAMS = {"n": 12, "seed": 7, "size": 32, "test_fraction": 0.25, "defects": False, "test_tags_only": False}
+
+
+def _demo_cohort(factory: pytest.TempPathFactory, name: str, **overrides: object) -> Path:
+    from engine.context import StageContext
+    from engine.data.demo import run
+
+    root = factory.mktemp(name)
+    out = root / "demo"
+    run({**DEMO_COHORT_PARAMS, **overrides, "out": str(out)}, StageContext.for_folder(root / "ws"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic cohort in the exact Kaggle layout, generated once per session (~2 s).
+
+    ``DEMO_COHORT_PARAMS``: 12 series of 32 x 32 pixels (slices vary, anisotropic spacing), seed 7.
+    Guaranteed: 9 training series in ``series/`` (train.csv, train_localizers.csv) and 3 held out in
+    ``test/series/`` (test_truth.csv); all four modalities; positives and negatives in both splits;
+    among the training positives one sagittal, one coronal, one axial with reversed slice order and
+    one single-file multi-frame (Enhanced) series, each with localizers and with a segmentation
+    (``segmentations/<uid>/<uid>.nii`` and ``<uid>_cowseg.nii``); further segmentations for some
+    other training series. No defects; every series converts with dicom2nifti. ``demo_series.csv``
+    says which series is which (orientation, reversed, multiframe, segmentation, spacing, shape) and
+    ``aneurysms.csv`` gives each aneurysm's true centre (LPS mm) and radius.
+    """
+    return _demo_cohort(tmp_path_factory, "demo_cohort")
+
+
+@pytest.fixture(scope="session")
+def demo_cohort_with_defects(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same cohort with ``defects=true`` (~2 s): four training series broken on purpose.
+
+    One each of a missing slice, a duplicated ImagePositionPatient, a truncated file and a non-image
+    object (a Basic Text SR) in the series folder; ``defects.csv`` lists them (SeriesInstanceUID,
+    defect). The guaranteed kinds of ``demo_cohort`` are kept and never broken.
+    """
+    return _demo_cohort(tmp_path_factory, "demo_cohort_defects", defects=True)
