@@ -176,7 +176,7 @@ STAGES: dict[str, Stage] = {
                 P("size", "int", "Voxels per side of each volume"),
                 P("test_fraction", "float", "Fraction of series held out in test/ with test_truth.csv"),
                 P("defects", "bool", "Add a few broken series, listed in defects.csv"),
-                P("test_tags_only", "bool", "Keep only the DICOM tags of the competition's test allow-list"),
+                P("test_tags_only", "bool", "Held-out split keeps only the DICOM tags of the competition's test allow-list"),
             ),
         ),
         Stage(

@@ -19,6 +19,10 @@ Same parameters -> byte-identical CSVs and identical pixels: every random draw c
 are fixed. The cohort is written to a temporary sibling folder and renamed into place at the end;
 running again with the same parameters finds ``demo.json`` and leaves the folder as it is.
 
+``test_tags_only`` strips the held-out split's files to the competition's test allow-list, as on
+Kaggle (training files keep every tag; a stripped multi-frame file has no geometry left, so its
+training twin could not be annotated).
+
 Localizer ``coordinates`` are ``{'x': column, 'y': row}`` in pixels of the named slice; for a
 multi-frame file ``'f'`` is the 0-based index of the frame (into ``pixel_array``).
 """
@@ -106,7 +110,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         results = []
         for plan in plans:
             ctx.reporter.progress(plan.index, n, f"series {plan.index + 1}/{n}: {plan.modality}, {plan.orientation}")
-            results.append(write_series(plan, partial, size, seed, root, tags_only))
+            results.append(write_series(plan, partial, size, seed, root, tags_only and plan.split == "test"))
         ctx.reporter.progress(n, n, "writing tables")
         _write_tables(partial, results, defects)
         (partial / "demo.json").write_text(json.dumps(config, indent=1) + "\n")
