@@ -9,7 +9,8 @@ nibabel to axis codes L, P, S (dicom2nifti's own ``reorient_nifti=True`` gives L
 
 Fallbacks, tried in this order after plain dicom2nifti fails, and named in the outcome:
 ``multiframe`` (one multi-frame file; geometry from its functional groups, or ``multiframe:<tag>``
-when only the top-level plane and SpacingBetweenSlices / SliceThickness are there),
+when only the top-level plane and SpacingBetweenSlices / SliceThickness are there, or
+``multiframe:no_geometry_assumed_axial`` when nothing places the frames),
 ``largest_group`` (files grouped by study, frame of reference, modality and orientation rounded
 to 4 decimals; the largest group sorted by InstanceNumber), ``timepoints:<n>`` (the same positions
 repeated: one volume per time point), ``resampled`` (gantry tilt or uneven slice spacing: dicom2nifti's
@@ -37,8 +38,8 @@ from dicom2nifti import convert_dicom
 from dicom2nifti import settings as d2n_settings
 from pydicom.errors import InvalidDicomError
 
-from engine.data.geometry import (GeometryError, SliceGeometry, frame_spacing, has_frame_geometry, reorient_to_lps,
-                                  slice_geometries, stack_affine)
+from engine.data.geometry import (GeometryError, SliceGeometry, assumed_frame_geometries, frame_spacing,
+                                  has_frame_geometry, reorient_to_lps, slice_geometries, stack_affine)
 
 #: dicom2nifti's defaults, set explicitly for every strict attempt (whatever a caller left behind).
 STRICT: dict[str, Any] = {
@@ -120,6 +121,21 @@ def explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}"
 
 
+def _expected_bytes(ds: Any) -> int:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return int(ds.Rows) * int(ds.Columns) * frames * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+
+
+def _truncated(ds: Any) -> bool:
+    """Native (uncompressed) pixel data shorter than its header promises: a cut-off download."""
+    try:
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            return False
+        return len(ds.PixelData) < _expected_bytes(ds)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+
+
 def read_series(files: list[Path]) -> tuple[list[Any], list[str]]:
     """Image datasets of a series folder, and one line per file left out (not DICOM, no pixels, ...)."""
     datasets, ignored = [], []
@@ -134,6 +150,8 @@ def read_series(files: list[Path]) -> tuple[list[Any], list[str]]:
             continue
         if "PixelData" not in ds:
             ignored.append(f"{path.name}: no pixel data")
+        elif _truncated(ds):
+            ignored.append(f"{path.name}: truncated pixel data ({len(ds.PixelData)} of {_expected_bytes(ds)} bytes)")
         elif int(ds.get("NumberOfFrames", 1) or 1) == 1 and ("ImagePositionPatient" not in ds
                                                              or "ImageOrientationPatient" not in ds):
             ignored.append(f"{path.name}: no ImagePositionPatient/ImageOrientationPatient")
@@ -222,14 +240,12 @@ def _rescale(ds: Any, frame: int) -> tuple[float, float]:
     return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
 
 
-def stack_multiframe(ds: Any) -> tuple[nib.Nifti1Image, str]:
-    """A multi-frame file as a volume, built from each frame's geometry (our fallback to dicom2nifti).
+def stack_multiframe(ds: Any, frames: list[SliceGeometry]) -> nib.Nifti1Image:
+    """A multi-frame file as a volume placed by the given frame geometries (our fallback to dicom2nifti).
 
     Frames are sorted along the slice normal; their spacing must be even (else the series fails
-    with that reason). Returns the image and the fallback name (``multiframe`` when the functional
-    groups place the frames, ``multiframe:<tag>`` when the spacing came from that top-level tag).
+    with that reason).
     """
-    frames = slice_geometries(ds)
     if len(frames) < 2:
         raise SeriesError("a single-frame file is not a volume")
     normal = frames[0].normal
@@ -248,8 +264,7 @@ def stack_multiframe(ds: Any) -> tuple[nib.Nifti1Image, str]:
     if np.all(np.mod(data, 1) == 0) and data.min() >= np.iinfo(np.int16).min and data.max() <= np.iinfo(np.int16).max:
         data = data.astype(np.int16)
     affine = stack_affine(frames[order[0]], steps.mean(axis=0))
-    name = "multiframe" if has_frame_geometry(ds) else f"multiframe:{frame_spacing(ds)[1]}"
-    return nib.Nifti1Image(np.ascontiguousarray(data.transpose(2, 1, 0)), affine), name
+    return nib.Nifti1Image(np.ascontiguousarray(data.transpose(2, 1, 0)), affine)
 
 
 def _whole_numbers(ds: Any) -> bool:
@@ -327,17 +342,28 @@ def _convert_single_frames(datasets: list[Any]) -> tuple[list[nib.Nifti1Image], 
     raise SeriesError(_join(attempts))
 
 
-def _convert_multiframe(ds: Any) -> tuple[list[nib.Nifti1Image], list[str]]:
+def _multiframe_geometry(ds: Any) -> tuple[list[SliceGeometry], str]:
+    """Frame geometries and the fallback name that says where they came from."""
     if has_frame_geometry(ds):
+        return slice_geometries(ds), "multiframe"
+    try:
+        frames = slice_geometries(ds)
+        return frames, f"multiframe:{frame_spacing(ds)[1]}"
+    except GeometryError:
+        return assumed_frame_geometries(ds), "multiframe:no_geometry_assumed_axial"
+
+
+def _convert_multiframe(ds: Any) -> tuple[list[nib.Nifti1Image], list[str], list[SliceGeometry]]:
+    frames, name = _multiframe_geometry(ds)
+    if name == "multiframe":
         try:
-            return _run_dicom2nifti([ds], STRICT), ["multiframe"]
+            return _run_dicom2nifti([ds], STRICT), [name], frames
         except Exception as exc:
             first = f"dicom2nifti: {explain(exc)}"
     else:
         first = "dicom2nifti: no per-frame positions (functional groups)"
     try:
-        image, name = stack_multiframe(ds)
-        return [image], [name]
+        return [stack_multiframe(ds, frames)], [name], frames
     except (SeriesError, GeometryError) as exc:
         raise SeriesError(f"{first}; own frame stacking: {exc}") from None
 
@@ -353,11 +379,12 @@ def load_series(files: list[Path]) -> SeriesVolume:
         if multiframe:
             largest = max(multiframe, key=lambda d: int(d.NumberOfFrames))
             ignored += [f"{_sop(d, '?')}: other file beside the multi-frame file" for d in datasets if d is not largest]
-            images, fallbacks = _convert_multiframe(largest)
-            datasets = [largest]
+            images, fallbacks, frames = _convert_multiframe(largest)
+            geometries = {_sop(largest, "0"): frames}
         else:
             images, fallbacks, datasets = _convert_single_frames(datasets)
+            geometries = _geometries(datasets)
     if len(images) > 1 and not any(f.startswith("timepoints") for f in fallbacks):
         fallbacks.append(f"timepoints:{len(images)}")
     lps = [reorient_to_lps(compact(img)) for img in images]
-    return SeriesVolume(lps, fallbacks, _geometries(datasets), len(files), ignored)
+    return SeriesVolume(lps, fallbacks, geometries, len(files), ignored)

@@ -129,6 +129,26 @@ def slice_geometries(ds: Any) -> list[SliceGeometry]:
     return [frame_geometry(ds, f) for f in range(frames)]
 
 
+def assumed_frame_geometries(ds: Any) -> list[SliceGeometry]:
+    """Frames of a multi-frame file with no plane geometry at all (an Enhanced file stripped to the
+    competition's allow-list keeps neither functional groups nor a top-level position).
+
+    Nothing places such a volume in the patient, so it is taken as axial (rows to P, columns to L)
+    at the origin, with PixelSpacing and SpacingBetweenSlices / SliceThickness where present and 1 mm
+    otherwise. The voxel grid is then right and localizer frames still land on their own frame; only
+    the orientation is a guess (the conversion records it).
+    """
+    spacing = ds.get("PixelSpacing") or (1.0, 1.0)
+    try:
+        step = frame_spacing(ds)[0]
+    except GeometryError:
+        step = 1.0
+    first = _geometry((0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), spacing)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return [SliceGeometry(first.position + f * step * first.normal, first.row_dir, first.col_dir,
+                          first.row_spacing, first.col_spacing) for f in range(frames)]
+
+
 def lps_to_ras(points: np.ndarray) -> np.ndarray:
     return np.asarray(points, dtype=float) @ _LPS_TO_RAS.T
 
@@ -171,10 +191,12 @@ def resample_nearest(data: np.ndarray, src_affine: np.ndarray, dst_shape: tuple[
                      dst_affine: np.ndarray) -> np.ndarray:
     """Labels ``data`` (on ``src_affine``) sampled onto another grid by nearest neighbour in world space.
 
-    Voxels of the target grid outside the source volume get 0.
+    A target voxel takes the source voxel whose extent (half a voxel around its centre) contains it;
+    outside the source volume it gets 0 ("grid-constant": plain "constant" also zeroes the edge voxels
+    that rounding places a hair outside).
     """
     src_from_dst = np.linalg.inv(src_affine) @ dst_affine
     return ndimage.affine_transform(
         np.asarray(data), src_from_dst[:3, :3], offset=src_from_dst[:3, 3], output_shape=tuple(dst_shape[:3]),
-        order=0, mode="constant", cval=0, prefilter=False,
+        order=0, mode="grid-constant", cval=0, prefilter=False,
     )
