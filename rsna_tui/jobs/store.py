@@ -128,12 +128,16 @@ class Store:
             self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self._in_write = False
+        try:
+            self._ensure_schema()  # before WAL: a refused file must stay byte for byte as it was
+        except BaseException:
+            self.conn.close()
+            raise
         if not readonly:
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        self._in_write = False
-        self._ensure_schema()
 
     def close(self) -> None:
         self.conn.close()

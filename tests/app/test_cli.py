@@ -1,0 +1,87 @@
+"""The CLI's contract: JSON that parses, exit codes, bad parameters, read-only databases, pipeline."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rsna_tui import cli as cli_module
+from rsna_tui.jobs.manager import JobManager
+from rsna_tui.workspace import Workspace
+from tests.app.conftest import wait_for
+
+
+def test_bad_set_exits_2_listing_the_valid_keys(cli) -> None:
+    unknown = cli("run", "--stage", "evaluate", "--set", "predicitons=a.csv", check=False)
+    assert unknown.returncode == 2
+    assert "predicitons" in unknown.stderr and "valid keys: predictions, truth" in unknown.stderr
+    bad_value = cli("run", "--stage", "test-sleep", "--set", "steps=many", check=False)
+    assert bad_value.returncode == 2 and "steps: 'many' is not a valid int" in bad_value.stderr
+    not_pair = cli("run", "--stage", "test-sleep", "--set", "steps", check=False)
+    assert not_pair.returncode == 2 and "not key=value" in not_pair.stderr
+    stage = cli("run", "--stage", "train4d", check=False)
+    assert stage.returncode == 2 and "stages: demo-data, convert" in stage.stderr
+    assert not cli("jobs", "--json").stdout.strip("[]\n"), "a refused run left a job behind"
+
+
+def test_json_outputs_parse(cli, workspace: Path) -> None:
+    stages = json.loads(cli("stages", "--json").stdout)
+    evaluate = next(s for s in stages if s["name"] == "evaluate")
+    assert [p["name"] for p in evaluate["params"]] == ["predictions", "truth"]
+    train3d = next(s for s in stages if s["name"] == "train3d")
+    epochs = next(p for p in train3d["params"] if p["name"] == "epochs")
+    assert epochs["defaults"] == {"full": 1000, "tiny": 3} and epochs["help"] and train3d["gpu"] is True
+    result = cli("run", "--stage", "test-sleep", "--set", "steps=2", "--follow", "--json")
+    job = json.loads(result.stdout)
+    assert job["status"] == "succeeded" and isinstance(job["id"], int)
+    assert "[%d test-sleep] succeeded" % job["id"] in result.stderr
+    listed = json.loads(cli("jobs", "--json", "--status", "succeeded", "--stage", "test-sleep").stdout)
+    assert [j["id"] for j in listed] == [job["id"]]
+    assert json.loads(cli("jobs", "--json", "--stage", "convert").stdout) == []
+    shown = json.loads(cli("show", str(job["id"]), "--json").stdout)
+    assert shown["metrics"]["loss"] == {"value": 0.5, "step": 1, "t": pytest.approx(shown["metrics"]["loss"]["t"])}
+    assert shown["artefacts"] == {"marker": str(workspace / "jobs" / str(job["id"]) / "marker.txt")}
+    assert cli("logs", str(job["id"])).stdout.startswith("slept 0.2 s")
+    assert cli("show", "999", check=False).returncode == 1
+    plain = cli("jobs").stdout.splitlines()
+    assert plain[0].split("\t")[:3] == ["id", "stage", "status"] and plain[1].split("\t")[:3] == [str(job["id"]), "test-sleep", "succeeded"]
+
+
+def test_db_option_reads_another_database_without_changing_it(cli, workspace: Path, tmp_path: Path) -> None:
+    job = json.loads(cli("run", "--stage", "test-predict", "--follow", "--json").stdout)
+    copy = tmp_path / "jobs.db.example"
+    shutil.copy(workspace / "jobs.db", copy)
+    before = copy.read_bytes()
+    listed = json.loads(cli("--db", str(copy), "jobs", "--json").stdout)
+    assert [j["id"] for j in listed] == [job["id"]]
+    refused = cli("--db", str(copy), "run", "--stage", "test-sleep", check=False)
+    assert refused.returncode == 1 and "read-only" in refused.stderr
+    assert copy.read_bytes() == before
+
+
+def test_predictions_of_a_finished_job_reach_the_store(cli, manager: JobManager) -> None:
+    job = json.loads(cli("run", "--stage", "test-predict", "--set", "cases=4", "--follow", "--json").stdout)
+    cases = manager.store.case_predictions(job["id"])
+    assert [c["series_uid"] for c in cases] == [f"1.2.3.{i}" for i in range(4)]
+    assert all(len(c["probabilities"]) == 14 for c in cases) and cases[3]["seconds"] == 1.5
+
+
+def test_pipeline_submits_each_step_after_the_previous(
+    workspace: Path, job_env: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = [("test-sleep", {"seconds": 0.1}), ("test-predict", {"cases": 2}), ("test-sleep", {"steps": 1})]
+    monkeypatch.setattr("engine.pipeline.DEMO_PIPELINE", steps)
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    assert cli_module.main(["-w", str(workspace), "pipeline", "--json"]) == 0
+    submitted = json.loads(capsys.readouterr().out)
+    assert [j["stage"] for j in submitted] == ["test-sleep", "test-predict", "test-sleep"]
+    assert [j["depends_on"] for j in submitted] == [[], [submitted[0]["id"]], [submitted[1]["id"]]]
+    manager = JobManager(Workspace(workspace))
+    last = wait_for(manager, submitted[-1]["id"], lambda j: j.terminal)
+    assert last.status == "succeeded" and manager.job(submitted[1]["id"]).params == {"cases": 2}
+    manager.close()
+    monkeypatch.setattr("engine.pipeline.DEMO_PIPELINE", [("test-sleep", {}), ("test-sleep", {"nap": 1})])
+    assert cli_module.main(["-w", str(workspace), "pipeline"]) == 2
+    assert "valid keys: seconds, steps, fail" in capsys.readouterr().err
