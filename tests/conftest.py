@@ -54,7 +54,7 @@ def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Guaranteed: 9 training series in ``series/`` (train.csv, train_localizers.csv) and 3 held out in
     ``test/series/`` (test_truth.csv); all four modalities; positives and negatives in both splits;
     among the training positives one sagittal, one coronal, one axial with reversed slice order and
-    one single-file multi-frame (Enhanced) series, each with localizers and with a segmentation
+    one single-file multi-frame (Enhanced, frames in reversed order) series, each with localizers and with a segmentation
     (``segmentations/<uid>/<uid>.nii`` and ``<uid>_cowseg.nii``); further segmentations for some
     other training series. No defects; every series converts with dicom2nifti. ``demo_series.csv``
     says which series is which (orientation, reversed, multiframe, segmentation, spacing, shape) and

@@ -8,7 +8,8 @@ kind of each series (axial / sagittal / coronal, reversed slice order, single-fi
 which series ship a vessel segmentation, and which are broken on purpose (``defects``).
 
 Small cohorts (tests) still get every acquisition kind: one positive training series each is made
-sagittal, coronal, reversed (axial) and multi-frame, and these four always have a segmentation.
+sagittal, coronal, reversed (axial) and multi-frame (with frames in reversed order), and these four
+always have a segmentation.
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def plan_cohort(n: int, seed: int, test_fraction: float, defects: bool, root: tu
     guaranteed = [int(i) for i in preferred[: len(_GUARANTEED)]]
     for i, kind in zip(guaranteed, _GUARANTEED):
         orientation[i] = kind if kind in ORIENTATION_WEIGHTS else "axial"
-        reversed_[i] = kind == "reversed"
+        reversed_[i] = kind in ("reversed", "multiframe")  # frame order against the normal: the harder case
         multiframe[i] = kind == "multiframe"
 
     others = [int(i) for i in rng.permutation(train) if int(i) not in guaranteed]
