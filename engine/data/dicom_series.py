@@ -15,7 +15,10 @@ when only the top-level plane and SpacingBetweenSlices / SliceThickness are ther
 to 4 decimals; the largest group sorted by InstanceNumber), ``timepoints:<n>`` (the same positions
 repeated: one volume per time point), ``resampled`` (gantry tilt or uneven slice spacing: dicom2nifti's
 resampling onto an orthogonal grid, linear interpolation rounded back to whole numbers when the
-stored values are integers, padded with the darkest value of the end slices).
+stored values are integers, padded with the darkest value of the end slices), and last
+``instance_order:<n>_moved`` (positions that contradict each other, e.g. a duplicated
+ImagePositionPatient: slices in InstanceNumber order on the line between the end slices, as the
+original's fallback sorted by InstanceNumber; ``n`` slices were moved onto that line).
 
 dicom2nifti's settings are module globals; :func:`dicom2nifti_settings` sets all of them for one
 call and restores them, so one worker process can alternate strict and resampling conversions.
@@ -37,6 +40,7 @@ import pydicom
 from dicom2nifti import convert_dicom
 from dicom2nifti import settings as d2n_settings
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut
 
 from engine.data.geometry import (GeometryError, SliceGeometry, assumed_frame_geometries, frame_spacing,
                                   has_frame_geometry, reorient_to_lps, slice_geometries, stack_affine)
@@ -306,10 +310,48 @@ def compact(img: nib.Nifti1Image) -> nib.Nifti1Image:
     return nib.Nifti1Image(data, img.affine)
 
 
-def _convert_single_frames(datasets: list[Any]) -> tuple[list[nib.Nifti1Image], list[str], list[Any]]:
-    """Images, fallbacks used and the files that went into the images."""
+def stack_by_instance(datasets: list[Any]) -> tuple[nib.Nifti1Image, dict[str, list[SliceGeometry]], int]:
+    """Slices in InstanceNumber order, placed evenly on the line from the first to the last slice.
+
+    The last resort for a series whose positions contradict each other (a duplicated or corrupt
+    ImagePositionPatient) while its InstanceNumbers run cleanly: the order comes from InstanceNumber,
+    as in the original's fallback, and each slice's position from the line between the end slices.
+    At least 80 % of the slices must already lie where the line puts them. Returns the image, the
+    geometry each slice was given (a localizer on a moved slice follows it) and how many moved.
+    """
+    ordered = sorted(datasets, key=_instance)
+    n = len(ordered)
+    if n < 4:
+        raise SeriesError(f"{n} slices; a volume needs at least 4")
+    if len({_instance(d) for d in ordered}) != n:
+        raise SeriesError("InstanceNumbers repeat, so they cannot order the slices")
+    if len({(int(d.Rows), int(d.Columns)) for d in ordered}) != 1:
+        raise SeriesError("slices of different sizes")
+    geometries = [slice_geometries(d)[0] for d in ordered]
+    first = geometries[0]
+    step = (geometries[-1].position - first.position) / (n - 1)
+    length = float(np.linalg.norm(step))
+    if length < 1e-6:
+        raise SeriesError("the first and the last slice (by InstanceNumber) lie at the same position")
+    if abs(float(step @ first.normal)) < 0.99 * length:
+        raise SeriesError("the slices are not stacked along their normal (tilted or scattered positions)")
+    predicted = first.position + np.arange(n)[:, None] * step
+    actual = np.array([g.position for g in geometries])
+    moved = np.linalg.norm(actual - predicted, axis=1) > max(0.1, 0.05 * length)
+    if moved.mean() > 0.2:
+        raise SeriesError(f"{int(moved.sum())} of {n} slices lie off the line between the end slices")
+    data = np.stack([apply_modality_lut(d.pixel_array, d) for d in ordered]).astype(np.float32)
+    image = nib.Nifti1Image(np.ascontiguousarray(data.transpose(2, 1, 0)), stack_affine(first, step))
+    placed = {_sop(d, str(i)): [SliceGeometry(predicted[i], first.row_dir, first.col_dir, first.row_spacing,
+                                              first.col_spacing)] for i, d in enumerate(ordered)}
+    return image, placed, int(moved.sum())
+
+
+def _convert_single_frames(datasets: list[Any]
+                           ) -> tuple[list[nib.Nifti1Image], list[str], dict[str, list[SliceGeometry]]]:
+    """Images, the fallbacks used and the geometry of the slices that went into the images."""
     try:
-        return _run_dicom2nifti(datasets, STRICT), [], datasets
+        return _run_dicom2nifti(datasets, STRICT), [], _geometries(datasets)
     except Exception as exc:  # any failure of the plain path leads to the fallbacks
         first = exc
     if len({_position(ds) for ds in datasets}) == 1 and len(datasets) > 1:
@@ -321,14 +363,14 @@ def _convert_single_frames(datasets: list[Any]) -> tuple[list[nib.Nifti1Image], 
     if len(group) < len(datasets):
         fallbacks = [f"largest_group:{len(group)}/{len(datasets)}"]
         try:
-            return _run_dicom2nifti(group, STRICT), fallbacks, group
+            return _run_dicom2nifti(group, STRICT), fallbacks, _geometries(group)
         except Exception as exc:
             attempts.append((f"largest group of {len(group)}/{len(datasets)} files", explain(exc)))
     timepoints = split_timepoints(group)
     if timepoints is not None:
         try:
             images = [_run_dicom2nifti(t, STRICT)[0] for t in timepoints]
-            return images, [*fallbacks, f"timepoints:{len(images)}"], group
+            return images, [*fallbacks, f"timepoints:{len(images)}"], _geometries(group)
         except Exception as exc:
             attempts.append((f"{len(timepoints)} time points", explain(exc)))
     try:
@@ -336,9 +378,14 @@ def _convert_single_frames(datasets: list[Any]) -> tuple[list[nib.Nifti1Image], 
         images = _run_dicom2nifti(group, {**RESAMPLE, "resample_padding": padding})
         if _whole_numbers(group[0]):  # interpolated values of integer data: keep them integers (int16 on disk)
             images = [nib.Nifti1Image(np.rint(np.asanyarray(img.dataobj)), img.affine) for img in images]
-        return images, [*fallbacks, "resampled"], group
+        return images, [*fallbacks, "resampled"], _geometries(group)
     except Exception as exc:
         attempts.append(("resampling", explain(exc)))
+    try:
+        image, placed, moved = stack_by_instance(group)
+        return [image], [*fallbacks, f"instance_order:{moved}_moved"], placed
+    except (SeriesError, GeometryError) as exc:
+        attempts.append(("InstanceNumber order", str(exc)))
     raise SeriesError(_join(attempts))
 
 
@@ -382,8 +429,7 @@ def load_series(files: list[Path]) -> SeriesVolume:
             images, fallbacks, frames = _convert_multiframe(largest)
             geometries = {_sop(largest, "0"): frames}
         else:
-            images, fallbacks, datasets = _convert_single_frames(datasets)
-            geometries = _geometries(datasets)
+            images, fallbacks, geometries = _convert_single_frames(datasets)
     if len(images) > 1 and not any(f.startswith("timepoints") for f in fallbacks):
         fallbacks.append(f"timepoints:{len(images)}")
     lps = [reorient_to_lps(compact(img)) for img in images]
