@@ -253,10 +253,10 @@ def jobs(
         raise ParameterError(f"unknown status {status!r}; statuses: {', '.join(STATUSES)}")
     manager = _state(ctx).refreshed()
     shown = limit if limit is not None else (None if as_json else 50)
-    rows = manager.store.list_jobs(status=status, stage=stage, limit=shown or None)
     if as_json:
-        _print_json([job.to_json() for job in rows])
+        sys.stdout.write(manager.store.list_jobs_json(status=status, stage=stage, limit=shown or None) + "\n")
         return
+    rows = manager.store.list_jobs(status=status, stage=stage, limit=shown or None)
     table = []
     for job in rows:
         progress = f"{job.progress:.0%}" if job.progress is not None and not job.terminal else ""

@@ -74,16 +74,19 @@ class EventReporter:
         self.writer.emit("log", message=message)
 
 
-def read_complete(path: Path, offset: int) -> tuple[list[dict[str, Any]], int, int]:
+def read_complete(path: Path, offset: int, max_bytes: int | None = None) -> tuple[list[dict[str, Any]], int, int]:
     """Events after byte ``offset``: ``(events, new_offset, bad_lines)``.
 
     Only complete lines are consumed: a line still being written stays for the next call.
     Lines that are not JSON objects with a ``type`` are skipped and counted, never fatal.
+    ``max_bytes`` bounds one read (a longer first line is still read whole).
     """
     try:
         with path.open("rb") as handle:
             handle.seek(offset)
-            data = handle.read()
+            data = handle.read(max_bytes if max_bytes else -1)
+            if max_bytes and len(data) == max_bytes and b"\n" not in data:
+                data += handle.read()
     except FileNotFoundError:
         return [], offset, 0
     end = data.rfind(b"\n") + 1

@@ -19,6 +19,8 @@ from rsna_tui.jobs.store import TERMINAL, Store
 
 KEY = "SeriesInstanceUID"
 FINISH_STATUSES = ("succeeded", "failed", "cancelled")
+#: One fold transaction reads at most this much, so that it never holds the write lock for long.
+MAX_FOLD_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -29,27 +31,31 @@ class FoldResult:
 
 
 def fold_job(store: Store, job_id: int, job_dir: Path) -> FoldResult:
-    """Fold the new complete events of one job; cheap when there are none."""
+    """Fold the new complete events of one job; cheap (one stat) when there are none."""
     path = job_dir / EVENTS
-    row = store.conn.execute("SELECT events_offset, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
-        return FoldResult()
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return FoldResult(status=row["status"])
-    if size <= row["events_offset"]:
-        return FoldResult(status=row["status"])
-    with store.write() as conn:
-        row = conn.execute("SELECT events_offset, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        events, offset, bad = read_complete(path, row["events_offset"])
-        if offset == row["events_offset"]:
-            return FoldResult(status=row["status"])
-        status = _apply(conn, job_id, row["status"], events)
-        conn.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", (offset, job_id))
-        if status in TERMINAL and row["status"] not in TERMINAL:
-            _ingest_predictions(conn, job_id)
-    return FoldResult(len(events), bad, status)
+    result = FoldResult()
+    while True:
+        row = store.conn.execute("SELECT events_offset, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            return result
+        result.status = row["status"]
+        try:
+            if path.stat().st_size <= row["events_offset"]:
+                return result
+        except FileNotFoundError:
+            return result
+        with store.write() as conn:  # the offset is re-read under the write lock
+            row = conn.execute("SELECT events_offset, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            events, offset, bad = read_complete(path, row["events_offset"], MAX_FOLD_BYTES)
+            if offset == row["events_offset"]:
+                return result  # only a partial line so far
+            status = _apply(conn, job_id, row["status"], events)
+            conn.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", (offset, job_id))
+            if status in TERMINAL and row["status"] not in TERMINAL:
+                _ingest_predictions(conn, job_id)
+        result.events += len(events)
+        result.bad_lines += bad
+        result.status = status
 
 
 def _apply(conn: Any, job_id: int, status: str, events: list[dict[str, Any]]) -> str:

@@ -300,7 +300,8 @@ class JobManager:
         fold_job(self.store, job.id, self.job_dir(job))
         reason = "cancelled; killed after the grace period" if stopped else "cancel requested; processes may remain"
         self._finish(job.id, "cancelled", reason)
-        self.schedule()  # dependants fail now, queued GPU jobs may take the slot
+        if self.schedule():  # dependants fail now, a queued GPU job may take the slot
+            self.ensure_scheduler()
         return self.job(job.id)
 
 

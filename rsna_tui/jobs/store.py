@@ -97,19 +97,55 @@ class JobRow:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: times as ISO 8601 UTC strings."""
-        data = asdict(self)
-        for key in ("created_at", "started_at", "finished_at"):
+        data = {name: getattr(self, name) for name in _JOB_FIELDS}  # asdict() deep-copies: 5x slower
+        for key in _TIME_FIELDS:
             data[key.removesuffix("_at")] = iso(data.pop(key))
         return data
 
 
-_JOB_COLUMNS = tuple(f.name for f in fields(JobRow))
-JOB_SELECT = "SELECT " + ", ".join(_JOB_COLUMNS) + " FROM jobs"
+_JOB_FIELDS = tuple(f.name for f in fields(JobRow))
+JOB_SELECT = "SELECT " + ", ".join(_JOB_FIELDS) + " FROM jobs"
 
 
 def iso(t: float | None) -> str | None:
     """Unix seconds as ISO 8601 UTC (None stays None)."""
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+_TIME_FIELDS = ("created_at", "started_at", "finished_at")
+
+
+def _json_expression(name: str) -> str:
+    """SQL for one field of ``JobRow.to_json()``."""
+    if name in _TIME_FIELDS:
+        return f"'{name.removesuffix('_at')}', strftime('%Y-%m-%dT%H:%M:%S+00:00', {name}, 'unixepoch')"
+    if name in ("params", "depends_on"):
+        return f"'{name}', json({name})"
+    if name in ("gpu", "resume"):
+        return f"'{name}', json(CASE WHEN {name} THEN 'true' ELSE 'false' END)"
+    if name in ("proc_create_time", "progress"):  # json_object keeps only 15 digits of a REAL
+        return f"'{name}', CASE WHEN {name} IS NULL THEN NULL ELSE json(printf('%!.17g', {name})) END"
+    return f"'{name}', {name}"
+
+
+_JSON_OBJECT = "json_object(" + ", ".join(_json_expression(n) for n in _JOB_FIELDS) + ")"
+
+
+def _job_filter(status: Sequence[str] | str | None, stage: str | None, limit: int | None) -> tuple[str, list[Any]]:
+    """WHERE / ORDER / LIMIT of a job listing, newest first, and its arguments."""
+    clauses, args = [], []
+    if status:
+        statuses = [status] if isinstance(status, str) else list(status)
+        clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
+        args.extend(statuses)
+    if stage:
+        clauses.append("stage = ?")
+        args.append(stage)
+    sql = (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id DESC"
+    if limit:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return sql, args
 
 
 class Store:
@@ -253,19 +289,20 @@ class Store:
         self, status: Sequence[str] | str | None = None, stage: str | None = None, limit: int | None = None
     ) -> list[JobRow]:
         """Jobs, newest first, optionally filtered by status(es) and stage."""
-        clauses, args = [], []
-        if status:
-            statuses = [status] if isinstance(status, str) else list(status)
-            clauses.append(f"status IN ({', '.join('?' for _ in statuses)})")
-            args.extend(statuses)
-        if stage:
-            clauses.append("stage = ?")
-            args.append(stage)
-        sql = JOB_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id DESC"
-        if limit:
-            sql += " LIMIT ?"
-            args.append(limit)
-        return [JobRow.from_row(r) for r in self.conn.execute(sql, args)]
+        where, args = _job_filter(status, stage, limit)
+        return [JobRow.from_row(r) for r in self.conn.execute(JOB_SELECT + where, args)]
+
+    def list_jobs_json(
+        self, status: Sequence[str] | str | None = None, stage: str | None = None, limit: int | None = None
+    ) -> str:
+        """The same jobs as :meth:`list_jobs`, as the JSON list of their ``to_json()``, built by SQLite.
+
+        ``rsna-tui jobs --json`` on 10,000 jobs spends most of its time turning rows into Python
+        objects and back; SQLite's JSON functions do it in C, several times faster.
+        """
+        where, args = _job_filter(status, stage, limit)
+        rows = self.conn.execute(f"SELECT {_JSON_OBJECT} FROM jobs{where}", args)
+        return "[" + ",".join(r[0] for r in rows) + "]"
 
     def count_jobs(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])

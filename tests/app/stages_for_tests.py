@@ -39,6 +39,7 @@ def sleeper(params: dict[str, Any], ctx: StageContext) -> None:
         time.sleep(params["seconds"] / max(1, steps))
     ctx.reporter.progress(steps, steps, "done")
     ctx.reporter.log(f"slept {params['seconds']} s in {os.getcwd()}")
+    ctx.reporter.log(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')} nnUNet_raw={os.environ['nnUNet_raw']}")
     (ctx.job_dir / "marker.txt").write_text(str(ctx.job_id))
     ctx.reporter.artefact("marker", ctx.job_dir / "marker.txt")
     if params["fail"]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rsna_tui.jobs.manager import JobManager
-from tests.app.conftest import events_of, wait_for
+from rsna_tui.jobs.manager import JobManager, _lock_held
+from tests.app.conftest import REPO, events_of, wait_for
 
 
 def _submit(cli, *args: str) -> dict:
@@ -144,3 +144,43 @@ def test_retry_and_resume_are_new_attempts_linked_to_the_old_job(cli, manager: J
     wait_for(manager, cpu_job["id"], lambda j: j.terminal)
     refused = cli("resume", str(cpu_job["id"]), check=False)
     assert refused.returncode == 2 and "cannot resume" in refused.stderr
+
+
+def test_each_gpu_job_is_pinned_to_its_own_visible_device(
+    manager: JobManager, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # names only: no GPU is touched
+    monkeypatch.delenv("RSNA_TUI_GPU_SLOTS")
+    first = manager.submit("test-gpu-sleep", overrides=["seconds=0.8"], cwd=REPO)
+    second = manager.submit("test-gpu-sleep", overrides=["seconds=0.1"], cwd=REPO)
+    assert (first.status, second.status) != ("queued", "queued") and {first.gpu_slot, second.gpu_slot} == {0, 1}
+    for job in (first, second):
+        assert wait_for(manager, job.id, lambda j: j.terminal).status == "succeeded"
+        log = (workspace / "jobs" / str(job.id) / "log.txt").read_text()
+        device = "35"[job.gpu_slot]
+        assert f"CUDA_VISIBLE_DEVICES={device} nnUNet_raw={workspace / 'nnUNet_raw'}" in log
+
+
+def test_cancelling_a_queued_job_fails_its_dependants_and_the_scheduler_exits(
+    cli, manager: JobManager, workspace: Path
+) -> None:
+    running = manager.submit("test-sleep", overrides=["seconds=30"], cwd=REPO)
+    queued = manager.submit("test-sleep", after=[running.id], cwd=REPO)
+    dependant = manager.submit("test-sleep", after=[queued.id], cwd=REPO)
+    assert queued.status == dependant.status == "queued"
+    assert cli("cancel", str(queued.id)).stdout.split() == [str(queued.id), "cancelled"]
+    assert manager.job(queued.id).native_id is None
+    failed = wait_for(manager, dependant.id, lambda j: j.terminal, timeout=10)
+    assert failed.status == "failed" and failed.error == f"dependency {queued.id} cancelled: cancelled before it started"
+    assert manager.cancel(running.id, grace=2).status == "cancelled"
+    deadline = time.monotonic() + 5
+    while _lock_held(workspace / "scheduler.lock"):  # nothing queued: the scheduler has gone
+        assert time.monotonic() < deadline, "the scheduler process did not exit"
+        time.sleep(0.1)
+
+
+def test_logs_follow_prints_until_the_job_ends(cli, manager: JobManager) -> None:
+    job = manager.submit("test-sleep", overrides=["seconds=1"], cwd=REPO)
+    followed = cli("logs", str(job.id), "-f")
+    assert manager.job(job.id).terminal
+    assert followed.stdout.splitlines()[0] == f"slept 1.0 s in {REPO}"

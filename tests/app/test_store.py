@@ -1,6 +1,7 @@
 """The job store: creation, migration of older files, refusal of newer ones, read-only opening."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -127,3 +128,17 @@ def test_read_only_store_reads_but_does_not_write(tmp_path: Path) -> None:
     _write_v1(old)
     with pytest.raises(SchemaError, match="read-only"):
         Store(old, readonly=True)
+
+
+def test_job_list_json_built_by_sqlite_equals_the_rows_to_json(tmp_path: Path) -> None:
+    with Store(tmp_path / "jobs.db") as store:
+        store.insert_job(JobRow(id=0, stage="train3d", profile="full", params={"features": [32, 64], "lr": 0.01},
+                                status="running", created_at=1795783291.913456, started_at=1795783292.5,
+                                proc_create_time=1795783291.91, progress=1 / 3, gpu=True, gpu_slot=0,
+                                native_id="123", host="node1", depends_on=[1, 2], message='quote " and \\ slash'))
+        store.insert_job(JobRow(id=0, stage="evaluate", profile="tiny", params={}, status="failed", created_at=0.5,
+                                finished_at=3.0, exit_code=1, error="KeyError: 'x'\nline two", resume=True, parent_id=1))
+        for status, stage in ((None, None), ("running", None), (None, "evaluate"), ("lost", None)):
+            expected = [job.to_json() for job in store.list_jobs(status=status, stage=stage)]
+            assert json.loads(store.list_jobs_json(status=status, stage=stage)) == expected
+        assert [j["id"] for j in json.loads(store.list_jobs_json(limit=1))] == [2]
