@@ -100,7 +100,10 @@ def _print_json(data: Any) -> None:
 
 
 def _fmt_time(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+    if not t:
+        return ""
+    recent = time.time() - t < 86400 * 300
+    return time.strftime("%m-%d %H:%M" if recent and _is_terminal() else "%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _duration(job: JobRow) -> str:
@@ -111,16 +114,24 @@ def _duration(job: JobRow) -> str:
 
 
 def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """A Rich table on a terminal (one line per row, the last column cut to fit), else TSV."""
     if _is_terminal():
+        from rich import box
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title, title_justify="left")
-        for header in headers:
-            table.add_column(header, overflow="fold")
+        console = Console()
+        widths = [max([len(h)] + [Text.from_markup(r[i]).cell_len for r in rows]) for i, h in enumerate(headers)]
+        room = max(10, console.width - sum(widths[:-1]) - 3 * len(headers))
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+        for header, width in zip(headers[:-1], widths):
+            table.add_column(header, no_wrap=True, min_width=width)
+        table.add_column(headers[-1], no_wrap=True)
         for row in rows:
-            table.add_row(*row)
-        Console().print(table)
+            last = row[-1] if Text.from_markup(row[-1]).cell_len <= room else row[-1][: room - 1] + "…"
+            table.add_row(*row[:-1], last)
+        console.print(table)
     else:
         typer.echo("\t".join(headers))
         for row in rows:

@@ -184,3 +184,13 @@ def test_logs_follow_prints_until_the_job_ends(cli, manager: JobManager) -> None
     followed = cli("logs", str(job.id), "-f")
     assert manager.job(job.id).terminal
     assert followed.stdout.splitlines()[0] == f"slept 1.0 s in {REPO}"
+
+
+def test_a_reused_pid_does_not_keep_a_dead_job_running(manager: JobManager) -> None:
+    """The job's pid now belongs to another live process (ours): its start time gives it away."""
+    job = manager.submit("test-sleep", start=False)
+    manager.store.update_job(job.id, status="running", native_id=str(os.getpid()), host=manager.executors["local"].host,
+                             proc_create_time=psutil.Process().create_time() - 100.0)
+    manager.refresh()
+    lost = manager.job(job.id)
+    assert lost.status == "lost" and f"process {os.getpid()}" in lost.error

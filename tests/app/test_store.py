@@ -142,3 +142,19 @@ def test_job_list_json_built_by_sqlite_equals_the_rows_to_json(tmp_path: Path) -
             expected = [job.to_json() for job in store.list_jobs(status=status, stage=stage)]
             assert json.loads(store.list_jobs_json(status=status, stage=stage)) == expected
         assert [j["id"] for j in json.loads(store.list_jobs_json(limit=1))] == [2]
+
+
+def test_sqlmodel_classes_read_what_the_store_wrote(tmp_path: Path) -> None:
+    from sqlmodel import Session, select
+
+    from rsna_tui.jobs.models import Job, Metric
+
+    with Store(tmp_path / "jobs.db") as store:
+        job = store.insert_job(JobRow(id=0, stage="train2d", profile="tiny", params={"epochs": 3}, status="running",
+                                      created_at=10.0, gpu=True))
+        store.conn.execute("INSERT INTO metrics (job_id, step, name, value, t) VALUES (?, 0, 'train_loss', 0.7, 11.0)",
+                           (job.id,))
+        with Session(store.sqlalchemy_engine()) as session:
+            row = session.exec(select(Job).where(Job.status == "running")).one()
+            assert (row.id, row.stage, row.gpu, json.loads(row.params)) == (job.id, "train2d", True, {"epochs": 3})
+            assert session.exec(select(Metric.value).where(Metric.job_id == job.id)).all() == [0.7]
