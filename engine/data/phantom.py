@@ -275,7 +275,7 @@ def render(phantom: Phantom, grid: SliceGrid) -> Fields:
     grad = np.sqrt(np.sum((rel / phantom.head_semi_axes.astype(np.float32)) ** 2, axis=-1)) / np.maximum(rho, 1e-6)
     depth = (1.0 - rho) / np.maximum(grad, 1e-6)
 
-    spacing = np.array([grid.col_spacing, grid.row_spacing, grid.slice_spacing])
+    spacing = np.array([grid.col_spacing, grid.row_spacing, grid.slice_spacing], np.float32)
     edge = float(np.exp(np.mean(np.log(spacing))))
     label_floor = 0.55 * float(spacing.min())
     shape = grid.shape
@@ -284,37 +284,50 @@ def render(phantom: Phantom, grid: SliceGrid) -> Fields:
     labels = np.zeros(shape, np.uint8)
     sac_margin = np.full(shape, -np.inf, np.float32)
 
-    def capsule(a: np.ndarray, b: np.ndarray, ra: float, rb: float, label: int, target: np.ndarray) -> None:
-        a_l, b_l = phantom.to_lps(a), phantom.to_lps(b)
-        reach = max(ra, rb, label_floor) + edge
-        ia, ib = grid.lps_to_voxel(np.stack([a_l, b_l]))
-        pad = reach / spacing
-        lo = np.maximum(np.floor(np.minimum(ia, ib) - pad).astype(int), 0)
-        hi = np.minimum(np.ceil(np.maximum(ia, ib) + pad).astype(int) + 1, [grid.cols, grid.rows, grid.slices])
-        if np.any(hi <= lo):
-            return
-        box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
-        q = lps[box]
-        ab = (b_l - a_l).astype(np.float32)
-        denom = float(ab @ ab)
-        t = np.clip(((q - a_l.astype(np.float32)) @ ab) / denom, 0.0, 1.0) if denom > 0 else np.zeros(q.shape[:-1], np.float32)
-        dist = np.linalg.norm(q - (a_l.astype(np.float32) + t[..., None] * ab), axis=-1)
-        radius = ra + (rb - ra) * t
-        np.maximum(target[box], radius - dist, out=target[box])
-        lmargin = np.maximum(radius, label_floor) - dist
-        better = lmargin > label_margin[box]
-        label_margin[box][better] = lmargin[better]
-        labels[box][better & (lmargin > 0)] = label
+    origin = np.asarray(grid.origin, np.float32)
+    to_voxel = np.linalg.inv(grid.axes()).T.astype(np.float32)
+    limits = np.array([grid.cols, grid.rows, grid.slices])
+
+    def draw(points: np.ndarray, radii: np.ndarray, label: int, target: np.ndarray) -> None:
+        """Rasterise the capsules between consecutive ``points`` (head frame) into ``target``.
+
+        Pieces go in runs of a few, each run over its own bounding box: small boxes, few Python calls.
+        """
+        pts = phantom.to_lps(points).astype(np.float32)
+        radii = np.asarray(radii, np.float32)
+        if len(pts) == 1:
+            pts, radii = np.repeat(pts, 2, axis=0), np.repeat(radii, 2)
+        ijk = (pts - origin) @ to_voxel
+        for c in range(0, len(pts) - 1, 6):
+            run_pts, run_ijk, run_r = pts[c:c + 7], ijk[c:c + 7], radii[c:c + 7]
+            pad = (max(float(run_r.max()), label_floor) + edge) / spacing
+            lo = np.maximum(np.floor(run_ijk.min(axis=0) - pad).astype(int), 0)
+            hi = np.minimum(np.ceil(run_ijk.max(axis=0) + pad).astype(int) + 1, limits)
+            if np.any(hi <= lo):
+                continue
+            box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+            q = lps[box]
+            a, b = run_pts[:-1], run_pts[1:]
+            ab = b - a
+            denom = np.maximum(np.einsum("pk,pk->p", ab, ab), 1e-12)
+            rel = q[..., None, :] - a
+            t = np.clip(np.einsum("...pk,pk->...p", rel, ab) / denom, 0.0, 1.0)
+            dist = np.sqrt(np.sum((rel - t[..., None] * ab) ** 2, axis=-1))
+            radius = run_r[:-1] + (run_r[1:] - run_r[:-1]) * t
+            np.maximum(target[box], (radius - dist).max(axis=-1), out=target[box])
+            lmargin = (np.maximum(radius, label_floor) - dist).max(axis=-1)
+            better = lmargin > label_margin[box]
+            label_margin[box][better] = lmargin[better]
+            labels[box][better & (lmargin > 0)] = label
 
     for tube in phantom.tubes:
-        for n in range(len(tube.points) - 1):
-            capsule(tube.points[n], tube.points[n + 1], tube.radii[n], tube.radii[n + 1], tube.label, vessel_margin)
+        draw(tube.points, tube.radii, tube.label, vessel_margin)
     for sac in phantom.aneurysms:
         parent = LOCATION_TO_VESSEL[sac.location]
-        capsule(sac.centre, sac.centre, sac.radius, sac.radius, parent, sac_margin)
-        capsule(sac.neck, sac.centre, 0.55 * sac.radius, 0.55 * sac.radius, parent, sac_margin)
+        draw(sac.centre[None], np.array([sac.radius]), parent, sac_margin)
+        draw(np.stack([sac.neck, sac.centre]), np.full(2, 0.55 * sac.radius), parent, sac_margin)
         if sac.bleb is not None:
-            capsule(sac.bleb[0], sac.bleb[0], sac.bleb[1], sac.bleb[1], parent, sac_margin)
+            draw(sac.bleb[0][None], np.array([sac.bleb[1]]), parent, sac_margin)
 
     def soft(margin: np.ndarray) -> np.ndarray:
         return np.clip(0.5 + margin / edge, 0.0, 1.0).astype(np.float32)
