@@ -28,6 +28,7 @@ from rsna_tui.jobs.store import STATUSES, JobRow, SchemaError, Store
 from rsna_tui.workspace import Workspace
 
 FOLLOW_POLL_S = 0.3
+INTERRUPTED = 130
 
 app = typer.Typer(
     help="Train and run the two-stage aneurysm detector as background jobs of a workspace.",
@@ -123,7 +124,7 @@ def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
 
         console = Console()
         widths = [max([len(h)] + [Text.from_markup(r[i]).cell_len for r in rows]) for i, h in enumerate(headers)]
-        room = max(10, console.width - sum(widths[:-1]) - 3 * len(headers))
+        room = max(10, console.width - sum(widths[:-1]) - 2 * len(headers))
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
         for header, width in zip(headers[:-1], widths):
             table.add_column(header, no_wrap=True, min_width=width)
@@ -431,8 +432,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         if isinstance(exc, click.exceptions.Abort):
-            return 130
+            return 1
         raise
+    if result == INTERRUPTED:  # typer's answer to Ctrl-C, e.g. while following
+        print("interrupted; jobs keep running in the background (see `rsna-tui jobs`)", file=sys.stderr)
     return result if isinstance(result, int) else 0
 
 

@@ -1,0 +1,10 @@
+"""Jobs: one engine stage run in its own process, recorded in the workspace's ``jobs.db``.
+
+- :mod:`~rsna_tui.jobs.manager` submits, queues, starts, refreshes, cancels, retries, resumes;
+- :mod:`~rsna_tui.jobs.runner` is the job process (``python -m rsna_tui.jobs.runner <job folder>``),
+  with :mod:`~rsna_tui.jobs.monitor` sampling its resources;
+- :mod:`~rsna_tui.jobs.events` is the job folder's format, :mod:`~rsna_tui.jobs.fold` brings it
+  into :mod:`~rsna_tui.jobs.store` (tables in :mod:`~rsna_tui.jobs.models`);
+- :mod:`~rsna_tui.jobs.executor` is the backend interface, :mod:`~rsna_tui.jobs.local` the local
+  one, :mod:`~rsna_tui.jobs.scheduler` the detached process that starts queued jobs.
+"""
