@@ -69,9 +69,10 @@ def select_device(name: str = "auto") -> "torch.device":
         raise RuntimeError("device=cuda was requested but torch sees no CUDA device; use device=cpu or auto")
     if name not in ("cuda", "cpu"):
         raise ValueError(f"unknown device {name!r}; use auto, cuda or cpu")
-    if name == "cpu":
-        # nnU-Net's sliding window otherwise uses every core; keep to what the job was given
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    if name == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # leave a core to data loading and the rest of the machine: with every core busy, torch's
+        # OpenMP threads spin against each other (10x slower epochs seen on a shared 2-core box)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     return torch.device(name)
 
 

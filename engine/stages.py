@@ -148,6 +148,7 @@ _DEVICE = P("device", "str", "Torch device: auto (CUDA when present), cuda or cp
 
 _TRAIN3D_PARAMS = (
     _DATASET,
+    P("dataset_id", "int", "nnU-Net dataset number of the stage-2 3D dataset (shared by train3d and the fine-tunes)"),
     P("fold", "int", "Cross-validation fold (nnU-Net 5-fold split, seed 12345)"),
     P("size", "int", "Edge of the cubic network input in voxels (crops are resized to size^3)"),
     P("features", "ints", "Encoder features per stage"),
@@ -215,6 +216,7 @@ STAGES: dict[str, Stage] = {
                 P("batch_size", "int", "Slices per batch (0 = nnU-Net's plan)"),
                 P("features", "ints", "Encoder features per stage ('' = nnU-Net's plan)"),
                 P("initial_lr", "float", "Initial learning rate"),
+                P("validate", "bool", "Run nnU-Net's full validation of the fold afterwards (metric val_dice)"),
                 _DEVICE,
             ),
             gpu=True,

@@ -47,7 +47,7 @@ from engine.data.cohort_plan import DEFECTS, SeriesPlan, plan_cohort, uid
 from engine.data.dicom_writer import SeriesHeader, write_multiframe, write_slices, write_text_report
 from engine.data.phantom import Phantom, build_phantom, location_side, render
 from engine.data.slice_grid import SliceGrid
-from engine.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCALIZER_COLUMNS, LOCATIONS, TRAIN_COLUMNS
+from engine.labels import LOCALIZER_COLUMNS, LOCATIONS, TRAIN_COLUMNS
 
 #: Bump when the output of the same parameters changes, so that an old cohort is regenerated.
 GENERATOR_VERSION = 1
@@ -163,7 +163,9 @@ def write_series(plan: SeriesPlan, root_dir: Path, size: int, seed: int, root: t
     for sac in phantom.aneurysms:
         centre = phantom.to_lps(sac.centre)
         i, j, k = grid.lps_to_voxel(centre)
-        k = int(np.clip(np.rint(k), 0, grid.slices - 1))
+        if not (0 <= i <= grid.cols - 1 and 0 <= j <= grid.rows - 1 and 0 <= np.rint(k) <= grid.slices - 1):
+            raise RuntimeError(f"demo-data: series {plan.series_uid}: aneurysm centre outside the field of view")
+        k = int(np.rint(k))
         coordinates: dict[str, Any] = {"x": round(float(i), 2), "y": round(float(j), 2)}
         frame = ""
         if plan.multiframe:
@@ -181,7 +183,7 @@ def write_series(plan: SeriesPlan, root_dir: Path, size: int, seed: int, root: t
         _write_segmentation(root_dir / "segmentations" / plan.series_uid, plan.series_uid, grid,
                             storage.decode(stored), fields.labels)
     if plan.defect:
-        _apply_defect(plan, folder, header, grid, sops, order, rng, root)
+        _apply_defect(plan, folder, header, grid, sops, rng, root)
     return SeriesResult(plan, grid, localizers, truth)
 
 
@@ -215,7 +217,7 @@ def _write_segmentation(folder: Path, series_uid: str, grid: SliceGrid, image: n
 
 
 def _apply_defect(plan: SeriesPlan, folder: Path, header: SeriesHeader, grid: SliceGrid, sops: list[str],
-                  order: list[int], rng: np.random.Generator, root: tuple[str, ...]) -> None:
+                  rng: np.random.Generator, root: tuple[str, ...]) -> None:
     """Break a written single-frame series the way real downloads are broken (see ``DEFECTS``)."""
     k = int(rng.integers(grid.slices // 4, 3 * grid.slices // 4))
     path = folder / f"{sops[k]}.dcm"
@@ -250,7 +252,6 @@ def _write_tables(folder: Path, results: list[SeriesResult], defects: bool) -> N
         series.append((p.series_uid, p.split, p.modality, p.orientation, int(p.reversed), int(p.multiframe),
                        int(p.segmentation), p.defect, g.rows, g.cols, g.slices, g.row_spacing, g.col_spacing,
                        g.slice_spacing))
-    assert TRAIN_COLUMNS[4:] == LABEL_COLUMNS and LABEL_COLUMNS[-1] == ANEURYSM_PRESENT
     _csv(folder / "train.csv", TRAIN_COLUMNS, train_rows)
     _csv(folder / "test_truth.csv", TRAIN_COLUMNS, test_rows)
     _csv(folder / "train_localizers.csv", LOCALIZER_COLUMNS, localizers)

@@ -130,14 +130,19 @@ def _expected_bytes(ds: Any) -> int:
     return int(ds.Rows) * int(ds.Columns) * frames * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
 
 
-def _truncated(ds: Any) -> bool:
-    """Native (uncompressed) pixel data shorter than its header promises: a cut-off download."""
+def _pixel_bytes(ds: Any, path: Path) -> int | None:
+    """Bytes of native pixel data the file really holds (read without loading it); None if unknown."""
     try:
         if ds.file_meta.TransferSyntaxUID.is_compressed:
-            return False
-        return len(ds.PixelData) < _expected_bytes(ds)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return False
+            return None
+        raw = ds.get_item("PixelData")
+        if raw.value is not None:
+            return len(raw.value)
+        if raw.length == 0xFFFFFFFF:
+            return None
+        return max(0, min(int(raw.length), path.stat().st_size - int(raw.value_tell)))
+    except (AttributeError, KeyError, TypeError, ValueError, OSError):
+        return None
 
 
 def read_series(files: list[Path]) -> tuple[list[Any], list[str]]:
@@ -145,7 +150,9 @@ def read_series(files: list[Path]) -> tuple[list[Any], list[str]]:
     datasets, ignored = [], []
     for path in files:
         try:
-            ds = pydicom.dcmread(path)
+            # Pixel data stays on disk until dicom2nifti decodes it (as dicom2nifti's own reader does):
+            # dicom2nifti deep-copies every slice, which would otherwise copy all pixel bytes once more.
+            ds = pydicom.dcmread(path, defer_size="1 KB")
         except InvalidDicomError:
             ignored.append(f"{path.name}: not a DICOM file")
             continue
@@ -154,8 +161,8 @@ def read_series(files: list[Path]) -> tuple[list[Any], list[str]]:
             continue
         if "PixelData" not in ds:
             ignored.append(f"{path.name}: no pixel data")
-        elif _truncated(ds):
-            ignored.append(f"{path.name}: truncated pixel data ({len(ds.PixelData)} of {_expected_bytes(ds)} bytes)")
+        elif (held := _pixel_bytes(ds, path)) is not None and held < _expected_bytes(ds):
+            ignored.append(f"{path.name}: truncated pixel data ({held} of {_expected_bytes(ds)} bytes)")
         elif int(ds.get("NumberOfFrames", 1) or 1) == 1 and ("ImagePositionPatient" not in ds
                                                              or "ImageOrientationPatient" not in ds):
             ignored.append(f"{path.name}: no ImagePositionPatient/ImageOrientationPatient")
@@ -303,10 +310,10 @@ def compact(img: nib.Nifti1Image) -> nib.Nifti1Image:
     if data.dtype.kind != "f":
         return img
     info = np.iinfo(np.int16)
-    if data.size and np.all(np.mod(data, 1) == 0) and data.min() >= info.min and data.max() <= info.max:
-        data = data.astype(np.int16)
-    else:
-        data = data.astype(np.float32)
+    whole = None
+    if data.size and np.all(np.isfinite(data)) and data.min() >= info.min and data.max() <= info.max:
+        whole = data.astype(np.int16)
+    data = whole if whole is not None and np.array_equal(whole, data) else data.astype(np.float32)
     return nib.Nifti1Image(data, img.affine)
 
 

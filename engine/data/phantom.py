@@ -106,10 +106,6 @@ class Phantom:
         return np.asarray(q, float) @ self.rotation.T + self.translation
 
     @property
-    def head_centre_lps(self) -> np.ndarray:
-        return self.to_lps(np.array(_HEAD_CENTRE))
-
-    @property
     def left_axis_lps(self) -> np.ndarray:
         """Unit vector of the patient's left in LPS (the head's x axis after the pose)."""
         return self.rotation[:, 0].copy()

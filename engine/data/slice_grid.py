@@ -88,12 +88,8 @@ class SliceGrid:
             axis=1,
         )
 
-    def voxel_to_lps(self, ijk: np.ndarray) -> np.ndarray:
-        """LPS mm of continuous voxel indices (..., 3) given as (i = column, j = row, k = slice)."""
-        return np.asarray(ijk, float) @ self.axes().T + np.asarray(self.origin)
-
     def lps_to_voxel(self, points: np.ndarray) -> np.ndarray:
-        """Continuous (i, j, k) of LPS points (..., 3); the inverse of :meth:`voxel_to_lps`."""
+        """Continuous voxel indices (i = column, j = row, k = slice) of LPS points (..., 3)."""
         return (np.asarray(points, float) - np.asarray(self.origin)) @ np.linalg.inv(self.axes()).T
 
     def lps_coordinates(self) -> np.ndarray:
@@ -113,13 +109,3 @@ class SliceGrid:
         affine[:3, :3] = self.axes()
         affine[:3, 3] = self.origin
         return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-
-    def index_box(self, low: np.ndarray, high: np.ndarray) -> tuple[slice, slice, slice] | None:
-        """Array slices (k, j, i) of the voxels inside an LPS box; None when the box misses the grid."""
-        corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
-        ijk = self.lps_to_voxel(corners)
-        lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int), 0)
-        hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 1, [self.cols, self.rows, self.slices])
-        if np.any(hi <= lo):
-            return None
-        return slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0])

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -84,12 +84,12 @@ class JobRow:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRow":
-        data = dict(row)
-        data["params"] = json.loads(data["params"])
-        data["depends_on"] = json.loads(data["depends_on"] or "[]")
-        data["gpu"] = bool(data["gpu"])
-        data["resume"] = bool(data["resume"])
-        return cls(**data)
+        """From a row of :data:`JOB_SELECT` (its columns are the fields, in order)."""
+        job = cls(*row)
+        job.params = json.loads(job.params)  # type: ignore[arg-type]
+        job.depends_on = json.loads(job.depends_on) if job.depends_on not in ("[]", "", None) else []  # type: ignore[arg-type]
+        job.gpu, job.resume = bool(job.gpu), bool(job.resume)
+        return job
 
     @property
     def terminal(self) -> bool:
@@ -108,8 +108,8 @@ JOB_SELECT = "SELECT " + ", ".join(_JOB_FIELDS) + " FROM jobs"
 
 
 def iso(t: float | None) -> str | None:
-    """Unix seconds as ISO 8601 UTC (None stays None)."""
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+    """Unix seconds as ISO 8601 UTC to the second (None stays None)."""
+    return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
 
 
 _TIME_FIELDS = ("created_at", "started_at", "finished_at")
