@@ -53,6 +53,8 @@ def fold_job(store: Store, job_id: int, job_dir: Path) -> FoldResult:
             conn.execute("UPDATE jobs SET events_offset = ? WHERE id = ?", (offset, job_id))
             if status in TERMINAL and row["status"] not in TERMINAL:
                 _ingest_predictions(conn, job_id)
+                if status == "succeeded":
+                    _attach_truth(conn, job_id, job_dir)
         result.events += len(events)
         result.bad_lines += bad
         result.status = status
@@ -122,6 +124,39 @@ def _ingest_predictions(conn: Any, job_id: int) -> None:
         "error) VALUES (?, ?, ?, ?, ?, ?)",
         [(job_id, uid, json.dumps(probs), probs[-1], seconds, error) for uid, probs, seconds, error in rows],
     )
+
+
+def _attach_truth(conn: Any, job_id: int, job_dir: Path) -> None:
+    """Fill ``case_predictions.truth`` from a truth CSV, so that review can sort by error.
+
+    Two sources: a job that registered both ``predictions`` and ``truth`` artefacts (its own
+    rows), and a scoring job (``evaluate``) whose ``predictions`` / ``truth`` parameters name
+    another job's predictions artefact (that job's rows). Relative parameter paths are taken
+    from the folder the job was submitted in (``cwd`` of its spec).
+    """
+    artefacts = dict(conn.execute("SELECT name, path FROM artefacts WHERE job_id = ?", (job_id,)).fetchall())
+    targets: list[tuple[int, Path]] = []
+    if "predictions" in artefacts and "truth" in artefacts:
+        targets.append((job_id, Path(artefacts["truth"])))
+    params = json.loads(conn.execute("SELECT params FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+    if isinstance(params.get("predictions"), str) and isinstance(params.get("truth"), str) and params["truth"]:
+        try:
+            cwd = Path(json.loads((job_dir / "spec.json").read_text()).get("cwd") or ".")
+        except (OSError, ValueError):
+            cwd = Path(".")
+        predictions = str((cwd / params["predictions"]).resolve())
+        producers = conn.execute("SELECT job_id FROM artefacts WHERE name = 'predictions' AND path = ?", (predictions,))
+        targets.extend((producer, cwd / params["truth"]) for (producer,) in producers.fetchall())
+    for target, truth_path in targets:
+        try:
+            truth = {uid: json.dumps([int(v) for v in labels]) for uid, labels, _, _ in read_predictions(truth_path)}
+        except (OSError, ValueError) as exc:
+            conn.execute("UPDATE jobs SET message = ? WHERE id = ?", (f"truth not loaded: {exc}", job_id))
+            continue
+        conn.executemany(
+            "UPDATE case_predictions SET truth = ? WHERE job_id = ? AND series_uid = ?",
+            [(labels, target, uid) for uid, labels in truth.items()],
+        )
 
 
 def read_predictions(path: Path) -> list[tuple[str, list[float], float | None, str | None]]:

@@ -133,4 +133,20 @@ def test_finished_job_with_predictions_fills_case_predictions(workspace: Path) -
         assert cases[1]["seconds"] is None
         present = store.conn.execute("SELECT aneurysm_present FROM case_predictions ORDER BY series_uid").fetchall()
         assert [r[0] for r in present] == [0.9, 0.3]
-        assert json.loads(store.conn.execute("SELECT params FROM jobs").fetchone()[0]) == {}
+        assert cases[0]["truth"] is None
+        truth_path = workspace / "truth.csv"
+        truth_path.write_text(
+            ",".join(f'"{h}"' for h in ["SeriesInstanceUID", "PatientAge", *LABEL_COLUMNS]) + "\n"
+            + "1.2.3,61," + ",".join(["0"] * 13) + ",1\n"
+            + "1.2.4,40," + ",".join(["0"] * 5) + ",1," + ",".join(["0"] * 7) + ",1\n"
+        )
+        scorer = store.insert_job(JobRow(id=0, stage="evaluate", profile="tiny", status="running", created_at=1.0,
+                                         params={"predictions": str(csv_path), "truth": str(truth_path)}))
+        scorer_dir = workspace / "jobs" / str(scorer.id)
+        scorer_dir.mkdir()
+        writer = EventWriter(scorer_dir / "events.jsonl")
+        writer.emit("finished", status="succeeded", exit_code=0, error=None)
+        writer.close()
+        fold_job(store, scorer.id, scorer_dir)
+        truths = {c["series_uid"]: c["truth"] for c in store.case_predictions(1)}
+        assert truths == {"1.2.3": [0] * 13 + [1], "1.2.4": [0] * 5 + [1] + [0] * 7 + [1]}
