@@ -311,7 +311,7 @@ def compact(img: nib.Nifti1Image) -> nib.Nifti1Image:
         return img
     info = np.iinfo(np.int16)
     whole = None
-    if data.size and np.all(np.isfinite(data)) and data.min() >= info.min and data.max() <= info.max:
+    if data.size and data.min() >= info.min and data.max() <= info.max:  # False for NaN too
         whole = data.astype(np.int16)
     data = whole if whole is not None and np.array_equal(whole, data) else data.astype(np.float32)
     return nib.Nifti1Image(data, img.affine)
