@@ -8,6 +8,13 @@ segmentation exists), ``conversion.csv`` (one outcome row per series) and ``loca
 (each placed point in patient mm and voxel indices). A series with several time points has its
 first in ``images/`` and the others in ``timepoints/<uid>_t<NNN>_0000.nii.gz``.
 
+``conversion.csv`` columns: SeriesInstanceUID; status; fallback (``+``-joined names, see
+``engine.data.dicom_series``); shape and spacing of the saved array (x, y, z); axis_codes (``LPS``);
+timepoints; n_files; n_ignored (files left out: not DICOM, no pixels, truncated); seconds; reason
+(failures: one line a person can act on); notes (which files were left out); localizers (points
+placed); localizer_issues (points that could not be placed, and why); vessels (``written``, empty
+without a segmentation, or ``error: ...``).
+
 Nothing in a batch is lost because one series is odd: each series ends ``converted``,
 ``converted_fallback`` (the ``fallback`` column says which) or ``failed`` with a one-line reason, and
 the job succeeds once the batch is through. Series run in a process pool (``workers``; 0 = all
@@ -175,7 +182,8 @@ def convert_one(task: SeriesTask) -> dict[str, Any]:
             shape="x".join(map(str, image.shape[:3])), spacing="x".join(f"{z:.4f}" for z in zooms),
             axis_codes=axis_codes(image.affine), timepoints=len(volume.images), n_ignored=len(volume.ignored),
             localizers=len(placed), localizer_issues=" | ".join(issues),
-            notes="; ".join(volume.ignored[:3]) + (f" (+{len(volume.ignored) - 3} more)" if len(volume.ignored) > 3 else ""),
+            notes="; ".join(volume.ignored[:3]) + (f" (+{len(volume.ignored) - 3} more)"
+                                                   if len(volume.ignored) > 3 else ""),
         )
     except Exception as exc:  # SeriesError carries the reason; anything else is reported, not raised
         out.remove()
@@ -323,8 +331,8 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
             results[task.uid] = stored
     total = len(tasks)
     workers = _worker_count(int(params["workers"]))
-    reporter.log(f"converting {len(todo)} of {total} series of {data.series_dir} with {min(workers, max(len(todo), 1))} "
-                 f"worker(s); {total - len(todo)} unchanged since the last run")
+    reporter.log(f"converting {len(todo)} of {total} series of {data.series_dir} with "
+                 f"{min(workers, max(len(todo), 1))} worker(s); {total - len(todo)} unchanged since the last run")
     reporter.progress(len(results), total, "resumed" if results else "starting")
 
     bar = _progress_bar(total)

@@ -346,7 +346,8 @@ def test_multiframe_without_any_geometry_is_flagged_and_self_consistent(batch: d
     assert (row["status"], row["fallback"]) == ("converted_fallback", "multiframe:no_geometry_assumed_axial")
     points = batch["points"].set_index("SeriesInstanceUID")
     data = np.asanyarray(_image(batch, "mr.multiframe_bare").dataobj)
-    assert data[tuple(int(v) for v in points.loc["mr.multiframe_bare", ["i", "j", "k"]])] == batch["stack"].crop()[TARGET]
+    ijk = tuple(int(v) for v in points.loc["mr.multiframe_bare", ["i", "j", "k"]])
+    assert data[ijk] == batch["stack"].crop()[TARGET]
 
 
 def test_masks_hold_boxes_of_two_to_five_mm_with_the_location_label(batch: dict) -> None:
