@@ -50,7 +50,7 @@ from engine.data.slice_grid import SliceGrid
 from engine.labels import LOCALIZER_COLUMNS, LOCATIONS, TRAIN_COLUMNS
 
 #: Bump when the output of the same parameters changes, so that an old cohort is regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 TRUTH_COLUMNS = ("SeriesInstanceUID", "split", "location", "SOPInstanceUID", "frame", "x_mm", "y_mm", "z_mm",
                  "radius_mm", "side_mm")
 SERIES_COLUMNS = ("SeriesInstanceUID", "split", "Modality", "orientation", "reversed", "multiframe", "segmentation",

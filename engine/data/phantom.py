@@ -128,7 +128,9 @@ def build_phantom(rng: np.random.Generator, locations: tuple[int, ...]) -> Phant
     nodes: dict[str, np.ndarray] = {}
     for side, sign in (("L", 1.0), ("R", -1.0)):
         for name, (x, y, z) in _LEFT_NODES.items():
-            nodes[side + name] = scale * np.array([sign * x, y, z]) + rng.normal(0.0, 1.2, 3)
+            node = scale * np.array([sign * x, y, z]) + rng.normal(0.0, 1.2, 3)
+            node[0] = sign * max(sign * node[0], 2.0)  # jitter never moves a sided node across the midline
+            nodes[side + name] = node
     for name, xyz in _MID_NODES.items():
         nodes[name] = scale * np.array(xyz) + rng.normal(0.0, 1.0, 3) * (0.4, 1.0, 1.0)
     # Shared junctions: the vertebro-basilar junction and the basilar tip sit on the midline.

@@ -281,3 +281,26 @@ def test_stage_runs_from_the_table_registers_artefacts_and_is_idempotent(tmp_pat
         stage.load()({**params, "out": str(foreign)}, again)
     with pytest.raises(ValueError, match="test_fraction"):
         stage.load()({**params, "test_fraction": 1.0}, again)
+
+
+def test_phantom_is_lateralised_and_sacs_sit_on_their_vessel() -> None:
+    from engine.data.phantom import build_phantom, location_side
+
+    rng = np.random.default_rng(0)
+    for case in range(40):
+        locations = tuple(sorted(rng.choice(len(LOCATIONS), size=1 + case % 3, replace=False)))
+        phantom = build_phantom(np.random.default_rng([1, case]), locations)
+        for tube in phantom.tubes:
+            name = VESSELS[tube.label - 1]
+            if name.startswith(("Left", "Right")):
+                sign = 1 if name.startswith("Left") else -1
+                assert sign * tube.points[:, 0].mean() > 1.5, (case, tube.name)  # head frame: +x = left
+        present = {VESSELS[t.label - 1] for t in phantom.tubes}
+        assert len(present) >= len(VESSELS) - 2 and "Basilar Tip" in present and "AComm" in present
+        assert {a.location for a in phantom.aneurysms} == set(locations)
+        for sac in phantom.aneurysms:
+            parent = [t for t in phantom.tubes if t.label == LOCATION_TO_VESSEL[sac.location]]
+            gap = min(np.linalg.norm(t.points - sac.centre, axis=1).min() for t in parent)
+            assert gap < sac.radius + 3.0, (case, LOCATIONS[sac.location])
+            side = phantom.side_mm(phantom.to_lps(sac.centre))
+            assert location_side(sac.location) in (0, int(np.sign(side))), (case, LOCATIONS[sac.location])
