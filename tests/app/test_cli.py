@@ -85,3 +85,19 @@ def test_pipeline_submits_each_step_after_the_previous(
     monkeypatch.setattr("engine.pipeline.DEMO_PIPELINE", [("test-sleep", {}), ("test-sleep", {"nap": 1})])
     assert cli_module.main(["-w", str(workspace), "pipeline"]) == 2
     assert "valid keys: seconds, steps, fail" in capsys.readouterr().err
+
+
+def test_cli_and_runner_imports_stay_light(job_env: dict) -> None:
+    """No torch or SQLAlchemy for a CLI command; the job process does not even load the store."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, rsna_tui.cli; cli = set(sys.modules); import rsna_tui.jobs.runner; "
+        "print(sorted(m for m in ('torch', 'sqlalchemy', 'sqlmodel', 'pydantic') if m in cli))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=job_env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    runner_probe = "import sys, rsna_tui.jobs.runner; print(sorted(m for m in ('sqlite3', 'torch', 'typer') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", runner_probe], env=job_env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

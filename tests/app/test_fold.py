@@ -1,7 +1,6 @@
 """Folding events into SQLite: concurrent writers and folders, partial lines, idempotence."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
