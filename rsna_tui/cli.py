@@ -287,6 +287,7 @@ def _details(manager: JobManager, job: JobRow) -> dict[str, Any]:
     data["artefacts"] = manager.store.artefacts(job.id)
     samples = manager.store.resource_samples(job.id, limit=1)
     data["resources"] = samples[-1] if samples else None
+    data["case_predictions"] = manager.store.count_case_predictions(job.id)
     return data
 
 
@@ -312,6 +313,8 @@ def show(
         typer.echo(f"metric     {name} = {metric['value']:.6g}{step}")
     for name, path in data["artefacts"].items():
         typer.echo(f"artefact   {name}: {path}")
+    if data["case_predictions"]:
+        typer.echo(f"cases      {data['case_predictions']} predictions in the database")
     if data["resources"]:
         r = data["resources"]
         gpu = f", GPU {r['gpu_mem_bytes'] / 2**30:.2f} GiB {r['gpu_util']:.0f}%" if r.get("gpu_mem_bytes") is not None else ", no GPU"

@@ -343,6 +343,9 @@ class Store:
             args.append(limit)
         return [dict(r) for r in reversed(self.conn.execute(sql, args).fetchall())]
 
+    def count_case_predictions(self, job_id: int) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM case_predictions WHERE job_id = ?", (job_id,)).fetchone()[0])
+
     def case_predictions(self, job_id: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT series_uid, probabilities, truth, seconds, error FROM case_predictions WHERE job_id = ? "

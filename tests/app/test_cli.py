@@ -63,6 +63,7 @@ def test_db_option_reads_another_database_without_changing_it(cli, workspace: Pa
 
 def test_predictions_of_a_finished_job_reach_the_store(cli, manager: JobManager) -> None:
     job = json.loads(cli("run", "--stage", "test-predict", "--set", "cases=4", "--follow", "--json").stdout)
+    assert json.loads(cli("show", str(job["id"]), "--json").stdout)["case_predictions"] == 4
     cases = manager.store.case_predictions(job["id"])
     assert [c["series_uid"] for c in cases] == [f"1.2.3.{i}" for i in range(4)]
     assert all(len(c["probabilities"]) == 14 for c in cases) and cases[3]["seconds"] == 1.5

@@ -194,3 +194,11 @@ def test_a_reused_pid_does_not_keep_a_dead_job_running(manager: JobManager) -> N
     manager.refresh()
     lost = manager.job(job.id)
     assert lost.status == "lost" and f"process {os.getpid()}" in lost.error
+
+
+def test_a_stage_that_cannot_be_imported_fails_with_the_reason(manager: JobManager, workspace: Path) -> None:
+    job = manager.submit("test-sleep", function="tests.app.no_such_module:run", cwd=REPO)
+    failed = wait_for(manager, job.id, lambda j: j.terminal)
+    assert failed.status == "failed" and failed.exit_code == 1
+    assert failed.error == "ModuleNotFoundError: No module named 'tests.app.no_such_module'"
+    assert "Traceback" in (workspace / "jobs" / str(job.id) / "log.txt").read_text()
