@@ -50,7 +50,7 @@ from engine.data.slice_grid import SliceGrid
 from engine.labels import LOCALIZER_COLUMNS, LOCATIONS, TRAIN_COLUMNS
 
 #: Bump when the output of the same parameters changes, so that an old cohort is regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 TRUTH_COLUMNS = ("SeriesInstanceUID", "split", "location", "SOPInstanceUID", "frame", "x_mm", "y_mm", "z_mm",
                  "radius_mm", "side_mm")
 SERIES_COLUMNS = ("SeriesInstanceUID", "split", "Modality", "orientation", "reversed", "multiframe", "segmentation",
@@ -192,15 +192,20 @@ def _grid(plan: SeriesPlan, phantom: Phantom, size: int, rng: np.random.Generato
     spacing = rng.uniform(*_FOV_MM) / size
     slice_spacing = min(spacing * rng.uniform(*_ANISOTROPY[plan.modality]), MAX_SLICE_SPACING)
     slices = int(np.clip(round(rng.uniform(*_SLAB_MM) / slice_spacing), max(8, size // 2), round(1.5 * size)))
+    # Sagittal and coronal series have a rectangular matrix (fewer columns), coronal ones also
+    # rectangular pixels: a reader that swaps rows and columns, or the two PixelSpacing values, fails.
+    rows, cols = size, size if plan.orientation == "axial" else size - size // 8
+    row_spacing = spacing * 1.1 if plan.orientation == "coronal" else spacing
+    shape, spacings = (slices, rows, cols), (slice_spacing, row_spacing, spacing)
     centre = phantom.translation + rng.normal(0.0, 5.0, 3)
-    grid = SliceGrid.centred(plan.orientation, (slices, size, size), (slice_spacing, spacing, spacing), centre)
+    grid = SliceGrid.centred(plan.orientation, shape, spacings, centre)
     if phantom.aneurysms:
         sacs = np.array([phantom.to_lps(a.centre) for a in phantom.aneurysms])
         ijk = grid.lps_to_voxel(sacs)
         limit = np.array([grid.cols, grid.rows, grid.slices]) - 3
         if np.any(ijk < 2) or np.any(ijk > limit):
             centre = (sacs.min(axis=0) + sacs.max(axis=0)) / 2
-            grid = SliceGrid.centred(plan.orientation, (slices, size, size), (slice_spacing, spacing, spacing), centre)
+            grid = SliceGrid.centred(plan.orientation, shape, spacings, centre)
     return grid
 
 
