@@ -50,15 +50,17 @@ def _demo_cohort(factory: pytest.TempPathFactory, name: str, **overrides: object
 def demo_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic cohort in the exact Kaggle layout, generated once per session (~2 s).
 
-    ``DEMO_COHORT_PARAMS``: 12 series of 32 x 32 pixels (slices vary, anisotropic spacing), seed 7.
+    ``DEMO_COHORT_PARAMS``: 12 series of 32 pixels per side (slices vary, anisotropic spacing), seed 7.
     Guaranteed: 9 training series in ``series/`` (train.csv, train_localizers.csv) and 3 held out in
     ``test/series/`` (test_truth.csv); all four modalities; positives and negatives in both splits;
     among the training positives one sagittal, one coronal, one axial with reversed slice order and
-    one single-file multi-frame (Enhanced, frames in reversed order) series, each with localizers and with a segmentation
-    (``segmentations/<uid>/<uid>.nii`` and ``<uid>_cowseg.nii``); further segmentations for some
-    other training series. No defects; every series converts with dicom2nifti. ``demo_series.csv``
-    says which series is which (orientation, reversed, multiframe, segmentation, spacing, shape) and
-    ``aneurysms.csv`` gives each aneurysm's true centre (LPS mm) and radius.
+    one single-file multi-frame (Enhanced, frames in reversed order) series, each with localizers
+    and a segmentation (``segmentations/<uid>/<uid>.nii`` and ``<uid>_cowseg.nii``); further
+    segmentations for some other training series. Sagittal and coronal series have fewer columns
+    than rows (28 x 32), coronal ones also rectangular pixels. No defects; every series converts
+    with dicom2nifti. ``demo_series.csv`` says which series is which (orientation, reversed,
+    multiframe, segmentation, spacing, shape); ``aneurysms.csv`` gives each aneurysm's true centre
+    (LPS mm) and radius.
     """
     return _demo_cohort(tmp_path_factory, "demo_cohort")
 
