@@ -53,7 +53,8 @@ def main() -> None:
     shown = {k: v for k, v in params.items() if k != "out"}
     print(f"demo-data ({args.profile}) {shown}")
     print(f"  {params['n']} series, {len(files)} DICOM files, {megabytes:.1f} MiB")
-    print(f"  generation:        wall {wall:6.2f} s   cpu {cpu:6.2f} s   ({1000 * wall / params['n']:.0f} ms per series)")
+    per_series = 1000 * wall / params["n"]
+    print(f"  generation:        wall {wall:6.2f} s   cpu {cpu:6.2f} s   ({per_series:.0f} ms per series)")
     print(f"  baseline (pydicom read + re-write of every file): wall {base_wall:6.2f} s   cpu {base_cpu:6.2f} s")
     print(f"  ratio generation / baseline: wall {wall / base_wall:.2f}   cpu {cpu / base_cpu:.2f}")
     print(f"  target <= {TARGET_S:.0f} s wall on 2 cores: {'met' if wall <= TARGET_S else 'NOT met'}")

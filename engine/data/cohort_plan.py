@@ -113,7 +113,8 @@ def plan_cohort(n: int, seed: int, test_fraction: float, defects: bool, root: tu
     for i in range(n):
         if positive[i]:
             k = int(rng.choice(np.arange(1, 6), p=per_positive))
-            locations.append(tuple(sorted(int(x) for x in rng.choice(len(LOCATIONS), size=k, replace=False, p=loc_weights))))
+            chosen = rng.choice(len(LOCATIONS), size=k, replace=False, p=loc_weights)
+            locations.append(tuple(sorted(int(x) for x in chosen)))
         else:
             locations.append(())
 
@@ -122,8 +123,8 @@ def plan_cohort(n: int, seed: int, test_fraction: float, defects: bool, root: tu
     multiframe = [bool(rng.random() < MULTIFRAME_RATE) for _ in range(n)]
 
     train = [i for i in range(n) if split[i] == "train"]
-    preferred = [i for i in rng.permutation(train) if positive[int(i)]] + [i for i in rng.permutation(train) if not positive[int(i)]]
-    guaranteed = [int(i) for i in preferred[: len(_GUARANTEED)]]
+    shuffled = [int(i) for i in rng.permutation(train)]
+    guaranteed = ([i for i in shuffled if positive[i]] + [i for i in shuffled if not positive[i]])[: len(_GUARANTEED)]
     for i, kind in zip(guaranteed, _GUARANTEED):
         orientation[i] = kind if kind in ORIENTATION_WEIGHTS else "axial"
         reversed_[i] = kind in ("reversed", "multiframe")  # frame order against the normal: the harder case

@@ -50,7 +50,7 @@ from engine.data.slice_grid import SliceGrid
 from engine.labels import LOCALIZER_COLUMNS, LOCATIONS, TRAIN_COLUMNS
 
 #: Bump when the output of the same parameters changes, so that an old cohort is regenerated.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 TRUTH_COLUMNS = ("SeriesInstanceUID", "split", "location", "SOPInstanceUID", "frame", "x_mm", "y_mm", "z_mm",
                  "radius_mm", "side_mm")
 SERIES_COLUMNS = ("SeriesInstanceUID", "split", "Modality", "orientation", "reversed", "multiframe", "segmentation",
@@ -263,7 +263,8 @@ def _write_tables(folder: Path, results: list[SeriesResult], defects: bool) -> N
     _csv(folder / "aneurysms.csv", TRUTH_COLUMNS, truth)
     _csv(folder / "demo_series.csv", SERIES_COLUMNS, series)
     if defects:
-        _csv(folder / "defects.csv", DEFECT_COLUMNS, [(r.plan.series_uid, r.plan.defect) for r in results if r.plan.defect])
+        broken = [(r.plan.series_uid, r.plan.defect) for r in results if r.plan.defect]
+        _csv(folder / "defects.csv", DEFECT_COLUMNS, broken)
 
 
 def _csv(path: Path, header: tuple[str, ...], rows: list) -> None:

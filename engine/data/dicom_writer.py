@@ -110,7 +110,8 @@ def write_multiframe(path: Path, header: SeriesHeader, grid: SliceGrid, stored: 
     frames = []
     for f, k in enumerate(frame_slices):
         frames.append(_item(
-            FrameContentSequence=Sequence([_item(StackID="1", InStackPositionNumber=f + 1, DimensionIndexValues=[1, f + 1])]),
+            FrameContentSequence=Sequence([
+                _item(StackID="1", InStackPositionNumber=f + 1, DimensionIndexValues=[1, f + 1])]),
             PlanePositionSequence=Sequence([_item(ImagePositionPatient=grid.image_position(k))]),
             PixelValueTransformationSequence=Sequence([_item(
                 RescaleIntercept=storage.intercept, RescaleSlope=storage.slope, RescaleType=storage.rescale_type)]),
@@ -129,7 +130,8 @@ def write_text_report(path: Path, header: SeriesHeader, sop_uid: str) -> None:
     ds.PatientID = header.patient_id
     ds.StudyInstanceUID, ds.SeriesInstanceUID = header.study_uid, header.series_uid
     ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
-    ds.ConceptNameCodeSequence = Sequence([_item(CodeValue="121070", CodingSchemeDesignator="DCM", CodeMeaning="Findings")])
+    ds.ConceptNameCodeSequence = Sequence([
+        _item(CodeValue="121070", CodingSchemeDesignator="DCM", CodeMeaning="Findings")])
     ds.ContentSequence = Sequence([_item(RelationshipType="CONTAINS", ValueType="TEXT",
                                          TextValue="Synthetic demo report: not an image.")])
     _save(ds, path, tags_only=False)
@@ -139,7 +141,8 @@ def _common(header: SeriesHeader, grid: SliceGrid, storage: PixelStorage, sop_cl
             enhanced: bool) -> Dataset:
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"] if enhanced else ["ORIGINAL", "PRIMARY", grid.orientation.upper()]
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"] if enhanced else [
+        "ORIGINAL", "PRIMARY", grid.orientation.upper()]
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = _DATE
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = _TIME

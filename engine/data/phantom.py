@@ -187,7 +187,8 @@ def _tube(rng: np.random.Generator, name: str, label: int, nodes: list[np.ndarra
         perp /= max(np.linalg.norm(perp), 1e-6)
         amplitude = rng.uniform(0.0, 1.6)
         wavelength = rng.uniform(12.0, 25.0)
-        offset = amplitude * np.sin(2 * np.pi * arc / wavelength + rng.uniform(0, 2 * np.pi)) * np.sin(np.pi * arc / length)
+        phase = rng.uniform(0, 2 * np.pi)
+        offset = amplitude * np.sin(2 * np.pi * arc / wavelength + phase) * np.sin(np.pi * arc / length)
         points = points + offset[:, None] * perp
     radii = r0 + (r1 - r0) * arc / length
     return Tube(name, label, points, radii)

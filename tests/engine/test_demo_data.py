@@ -156,7 +156,8 @@ def test_localizers_land_inside_their_aneurysm_on_the_correct_side(demo_cohort: 
             assert side > 0, loc
         elif loc["location"].startswith("Right"):
             assert side < 0, loc
-        kinds |= {info["orientation"], "reversed" * (info["reversed"] == "1"), "multiframe" * (info["multiframe"] == "1")}
+        kinds |= {info["orientation"], "reversed" * (info["reversed"] == "1"),
+                  "multiframe" * (info["multiframe"] == "1")}
 
         if info["segmentation"] != "1":
             continue
@@ -172,8 +173,10 @@ def test_localizers_land_inside_their_aneurysm_on_the_correct_side(demo_cohort: 
         if abs(side) > 8.0:
             world = nib.affines.apply_affine(seg.affine, np.argwhere(labels > 0)) * np.array([-1.0, -1.0, 1.0])
             values = labels[labels > 0]
-            left = world[np.isin(values, [VESSELS.index(v) + 1 for v in VESSELS if v.startswith("Left")])].mean(axis=0)
-            right = world[np.isin(values, [VESSELS.index(v) + 1 for v in VESSELS if v.startswith("Right")])].mean(axis=0)
+            left_labels = [VESSELS.index(v) + 1 for v in VESSELS if v.startswith("Left")]
+            right_labels = [VESSELS.index(v) + 1 for v in VESSELS if v.startswith("Right")]
+            left = world[np.isin(values, left_labels)].mean(axis=0)
+            right = world[np.isin(values, right_labels)].mean(axis=0)
             assert left[0] > right[0] + 10.0, uid  # LPS: the patient's left is +x
             assert np.sign((point - (left + right) / 2) @ (left - right)) == np.sign(side), (loc, info)
     assert {"axial", "sagittal", "coronal", "reversed", "multiframe"} <= kinds
