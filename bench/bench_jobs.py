@@ -82,7 +82,8 @@ def bench_launch(root: Path, env: dict[str, str], launches: int, bare: float) ->
     print(f"launch    rsna-tui run (CLI wall time):  {_median(cli_times)}")
     print(f"launch    run invoked -> running:        {_median(invoked)}")
     print(f"launch    run returned -> running:       {_median(latencies)}"
-          f"  [target <= 0.5 s: {'met' if median <= 0.5 else 'MISSED'}; {median / bare:.1f}x a bare interpreter start]")
+          f"  [target <= 0.5 s: {'met' if median <= 0.5 else 'MISSED'}]")
+    print(f"launch    (the runner reports `started` before the CLI itself has exited; bare interpreter {bare:.3f} s)")
     for job in manager.store.active_jobs():
         manager.cancel(job.id, grace=2)
     manager.close()
@@ -119,10 +120,11 @@ def bench_listing(root: Path, env: dict[str, str], jobs: int, metrics: int, cli_
     from rsna_tui.jobs.manager import JobManager
     from rsna_tui.workspace import Workspace
 
+    cli = [sys.executable, "-m", "rsna_tui", "--workspace", str(root)]
+    empty = [_timed([*cli, "jobs", "--json"], env)[0] for _ in range(7)]  # the fixed cost of any command
     start = time.perf_counter()
     populate(root, jobs, metrics)
     print(f"setup     {jobs} jobs and {metrics} metric rows written in {time.perf_counter() - start:.1f} s")
-    cli = [sys.executable, "-m", "rsna_tui", "--workspace", str(root)]
     wall, size = [], 0
     for _ in range(7):
         elapsed, result = _timed([*cli, "jobs", "--json"], env)
@@ -145,9 +147,11 @@ def bench_listing(root: Path, env: dict[str, str], jobs: int, metrics: int, cli_
         manager.store.list_jobs(status="running")
         last.append(time.perf_counter() - start)
         manager.close()
-    median = statistics.median(wall)
+    median, floor = statistics.median(wall), statistics.median(empty)
+    print(f"listing   rsna-tui jobs --json, empty workspace:        {_median(empty)}  [the fixed cost of a command]")
     print(f"listing   rsna-tui jobs --json ({size} jobs, CLI wall time): {_median(wall)}"
-          f"  [target <= 0.3 s: {'met' if median <= 0.3 else 'MISSED'}; of which importing the CLI {cli_import:.3f} s]")
+          f"  [target <= 0.3 s: {'met' if median <= 0.3 else 'MISSED'}; {median - floor:+.3f} s over the empty"
+          f" workspace; importing the CLI alone {cli_import:.3f} s]")
     print(f"listing   store behind it (open + refresh + JSON list):    {_median(in_process)}"
           f"  [target <= 0.3 s: {'met' if statistics.median(in_process) <= 0.3 else 'MISSED'}]")
     print(f"listing   same as JobRow objects + json.dumps (TUI path): {_median(objects)}")
