@@ -239,7 +239,8 @@ def read_checkpoint(path: Path | str, device: "torch.device | str" = "cpu") -> d
     import numpy as np
     import torch
 
-    allowed = [np.dtype, np.core.multiarray.scalar, torch.device]
+    numpy_core = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed it
+    allowed = [np.dtype, numpy_core.multiarray.scalar, torch.device]
     allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
     with torch.serialization.safe_globals(allowed):
         return torch.load(Path(path), map_location=device, weights_only=True)

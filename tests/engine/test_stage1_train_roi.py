@@ -1,0 +1,166 @@
+"""train2d and roi end to end: demo cohort -> convert -> stage1-data -> tiny train2d -> roi.
+
+One tiny CPU training is shared by the module (4 mm slices, 8-16-32 features). Some positive series
+are held out of the 2D dataset (their vessel masks removed before stage1-data), so the coverage
+check runs on localizers of volumes the model never saw. Then roi on real scans, and a resume.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dicom2nifti
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.context import StageContext
+from engine.data import convert
+from engine.nnunet_runtime import read_checkpoint
+from engine.stage1 import dataset, roi, train
+from engine.stages import get_stage
+
+SPACING = "4,4"  # the demo's ~5 mm voxels as ~40 x 40 slices: seconds per epoch on one core
+
+
+@pytest.fixture(scope="module")
+def trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    ctx = StageContext.for_folder(tmp_path_factory.mktemp("stage1") / "ws")
+    name = str(demo_cohort)
+    convert.run({"dataset": name, "split": "train", "workers": 1, "seed": 0}, ctx)
+    converted = ctx.workspace.converted(name, "train")
+    points = pd.read_csv(converted / "localizers_voxel.csv")
+    positives = sorted(u for u in points["SeriesInstanceUID"].unique() if (converted / "vessels" / f"{u}.nii.gz").exists())
+    held_out = positives[::2]
+    stash = ctx.workspace.root / "held_out_vessels"
+    stash.mkdir()
+    for uid in held_out:
+        shutil.move(converted / "vessels" / f"{uid}.nii.gz", stash / f"{uid}.nii.gz")
+    dataset.run(get_stage("stage1-data").resolve("tiny", {"dataset": name, "spacing": SPACING}), ctx)
+
+    train_ctx = StageContext.for_folder(ctx.workspace.root, job_id="train2d")
+    train.run(get_stage("train2d").resolve("tiny", {"validate": False, "device": "cpu"}), train_ctx)
+    return {"name": name, "ctx": ctx, "train": train_ctx.reporter, "held_out": held_out, "converted": converted}
+
+
+def test_tiny_training_learns_reports_and_leaves_an_nnunet_results_folder(trained: dict) -> None:
+    reporter = trained["train"]
+    epochs = get_stage("train2d").defaults("tiny")["epochs"]
+    for name in ("train_loss", "val_loss", "pseudo_dice", "ema_pseudo_dice", "lr", "epoch_time"):
+        steps = [e["step"] for e in reporter.of_type("metric") if e["name"] == name]
+        assert steps == list(range(epochs)), name
+    losses = reporter.metrics("train_loss")
+    assert np.mean(losses[-3:]) < losses[0] - 0.1  # the loss goes down
+    assert max(reporter.metrics("pseudo_dice")) > 0.3
+    lrs = reporter.metrics("lr")
+    assert lrs[0] == pytest.approx(0.01) and lrs == sorted(lrs, reverse=True)  # PolyLR
+    assert reporter.of_type("progress")[-1]["done"] == epochs
+
+    model, checkpoint = Path(reporter.artefacts["model"]), Path(reporter.artefacts["checkpoint"])
+    assert model.name == "nnUNetTrainer__nnUNetPlans_f8-16-32_b4__2d" and checkpoint == model / "fold_0/checkpoint_final.pth"
+    assert {"plans.json", "dataset.json", "dataset_fingerprint.json"} <= {p.name for p in model.iterdir()}
+    plans = json.loads((model / "plans.json").read_text())["configurations"]["2d"]
+    assert plans["batch_size"] == 4 and plans["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32]
+    assert plans["spacing"] == [4.0, 4.0]
+    state = read_checkpoint(checkpoint)  # weights_only=True
+    assert state["trainer_name"] == "nnUNetTrainer" and state["current_epoch"] == epochs
+
+    # nnU-Net's own predictor finds the trainer by name and loads the folder
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    import torch
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model), use_folds=(0,))
+    assert predictor.configuration_manager.patch_size == plans["patch_size"]
+
+
+def test_roi_boxes_cover_held_out_localizers_and_crops_match(trained: dict) -> None:
+    ctx = StageContext.for_folder(trained["ctx"].workspace.root, job_id="roi")
+    model = trained["train"].artefacts["model"]
+    roi.run(get_stage("roi").resolve("tiny", {"dataset": trained["name"], "model": model, "device": "cpu"}), ctx)
+    out = ctx.workspace.rois(trained["name"], "train")
+    table = pd.read_csv(out / "rois.csv", dtype={"SeriesInstanceUID": str}, keep_default_na=False)
+    converted = trained["converted"]
+    assert sorted(table["SeriesInstanceUID"]) == sorted(p.name[:-12] for p in (converted / "images").glob("*_0000.nii.gz"))
+    assert ctx.reporter.artefacts == {"rois": str(out / "rois.csv"), "crops": str(out)}
+
+    points = pd.read_csv(converted / "localizers_voxel.csv", dtype={"SeriesInstanceUID": str})
+    rows = table.set_index("SeriesInstanceUID")
+    inside = [rows.loc[p.SeriesInstanceUID, "z0"] <= p.k < rows.loc[p.SeriesInstanceUID, "z1"]
+              and rows.loc[p.SeriesInstanceUID, "y0"] <= p.j < rows.loc[p.SeriesInstanceUID, "y1"]
+              and rows.loc[p.SeriesInstanceUID, "x0"] <= p.i < rows.loc[p.SeriesInstanceUID, "x1"]
+              for p in points.itertuples()]
+    held = points["SeriesInstanceUID"].isin(trained["held_out"]).to_numpy()
+    assert held.sum() >= 2
+    assert np.mean(np.array(inside)[held]) >= 0.9
+    assert ctx.reporter.metrics("coverage") == [pytest.approx(np.mean(inside))]
+    modality = pd.read_csv(Path(trained["name"]) / "train.csv").set_index("SeriesInstanceUID")["Modality"]
+    for m in modality[points["SeriesInstanceUID"]].unique():
+        assert len(ctx.reporter.metrics("coverage_" + m.replace(" ", "_"))) == 1
+
+    volume_fractions = []
+    for uid, row in rows.iterrows():
+        image = nib.load(converted / "images" / f"{uid}_0000.nii.gz")
+        crop = nib.load(out / "images" / f"{uid}_0000.nii.gz")
+        nx, ny, nz = image.shape
+        assert 0 <= row.z0 < row.z1 <= nz and 0 <= row.y0 < row.y1 <= ny and 0 <= row.x0 < row.x1 <= nx
+        assert crop.shape == (row.x1 - row.x0, row.y1 - row.y0, row.z1 - row.z0)
+        # the crop's first voxel is the same place in the patient as the box corner
+        np.testing.assert_allclose(crop.affine @ [0, 0, 0, 1], image.affine @ [row.x0, row.y0, row.z0, 1], atol=1e-4)
+        np.testing.assert_array_equal(np.asanyarray(crop.dataobj),
+                                      np.asanyarray(image.dataobj)[row.x0:row.x1, row.y0:row.y1, row.z0:row.z1])
+        assert (out / "masks" / f"{uid}.nii.gz").exists()
+        assert row.seconds > 0 and row.z1_mm > row.z0_mm
+        volume_fractions.append(np.prod(crop.shape) / np.prod(image.shape))
+    assert np.mean(volume_fractions) < 0.8  # real boxes, not whole-volume fallbacks
+    assert (table["fallback"] == "").mean() >= 0.5
+
+
+def _lps(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine),
+                                           nib.orientations.axcodes2ornt(("L", "P", "S")))
+    return img.as_reoriented(ornt)
+
+
+def test_roi_on_real_scans(trained: dict, shared_data: Path, tmp_path: Path) -> None:
+    """Brain MR (DICOM, 512 x 512 x 120), TOF-MRA and CTA: a box inside each volume or a recorded fallback."""
+    ctx = StageContext.for_folder(trained["ctx"].workspace.root, job_id="roi-real")
+    images = ctx.workspace.converted("real", "test") / "images"
+    images.mkdir(parents=True)
+    niivue = shared_data / "niivue-demo-images"
+    dicom2nifti.dicom_series_to_nifti(str(niivue / "dicom"), str(tmp_path / "mr.nii.gz"), reorient_nifti=False)
+    sources = {"mr": tmp_path / "mr.nii.gz", "tof": niivue / "chris_MRA.nii.gz", "cta": niivue / "CT_AVM.nii.gz"}
+    shapes = {}
+    for uid, source in sources.items():
+        img = _lps(nib.load(str(source)))
+        nib.save(img, str(images / f"{uid}_0000.nii.gz"))
+        shapes[uid] = img.shape[::-1]  # (z, y, x)
+    assert shapes["mr"] == (120, 512, 512)
+
+    roi.run(get_stage("roi").resolve("tiny", {"dataset": "real", "split": "test", "device": "cpu",
+                                              "model": trained["train"].artefacts["model"], "margin": 2}), ctx)
+    table = pd.read_csv(ctx.workspace.rois("real", "test") / "rois.csv", keep_default_na=False).set_index("SeriesInstanceUID")
+    assert sorted(table.index) == sorted(sources)
+    for uid, shape in shapes.items():
+        row = table.loc[uid]
+        ranges = [(row.z0, row.z1), (row.y0, row.y1), (row.x0, row.x1)]
+        assert all(0 <= lo < hi <= n for (lo, hi), n in zip(ranges, shape))
+        assert row.fallback in ("", "no_foreground") or row.fallback.startswith("full_range:")
+        if row.fallback == "no_foreground":
+            assert ranges == [(0, n) for n in shape]
+        crop = nib.load(ctx.workspace.rois("real", "test") / "images" / f"{uid}_0000.nii.gz")
+        assert crop.shape == (row.x1 - row.x0, row.y1 - row.y0, row.z1 - row.z0)
+    assert ctx.reporter.metrics("coverage") == []  # no localizers for these scans
+
+
+def test_resume_continues_from_the_final_checkpoint(trained: dict) -> None:
+    epochs = get_stage("train2d").defaults("tiny")["epochs"]
+    ctx = StageContext.for_folder(trained["ctx"].workspace.root, job_id="train2d-resume")
+    ctx.resume = True
+    train.run(get_stage("train2d").resolve("tiny", {"validate": False, "device": "cpu", "epochs": epochs + 2}), ctx)
+    assert [e["step"] for e in ctx.reporter.of_type("metric") if e["name"] == "train_loss"] == [epochs, epochs + 1]
+    assert any("resuming from" in e["message"] and "checkpoint_final.pth" in e["message"]
+               for e in ctx.reporter.of_type("log"))
+    assert read_checkpoint(ctx.reporter.artefacts["checkpoint"])["current_epoch"] == epochs + 2
