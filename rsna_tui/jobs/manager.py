@@ -13,6 +13,7 @@ stages never wait for a slot.
 from __future__ import annotations
 
 import fcntl
+import functools
 import subprocess
 import sys
 import time
@@ -50,6 +51,15 @@ class JobManager:
 
     def close(self) -> None:
         self.store.close()
+
+    @functools.cached_property
+    def gpu_devices(self) -> list[str]:
+        """Devices GPU jobs are pinned to (asked once: NVML start-up is not free)."""
+        return visible_devices()
+
+    @functools.cached_property
+    def gpu_slots(self) -> int:
+        return gpu_slots()
 
     # -- looking jobs up ---------------------------------------------------------------------------
 
@@ -195,7 +205,9 @@ class JobManager:
 
     def schedule(self) -> int:
         """Start every queued job that is ready; returns how many stay queued."""
-        slots = gpu_slots()
+        if not self.store.conn.execute("SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1").fetchone():
+            return 0  # the common case, without taking the write lock
+        slots = self.gpu_slots
         to_launch: list[JobRow] = []
         with self.store.write() as conn:
             queued = [JobRow.from_row(r) for r in conn.execute(JOB_SELECT + " WHERE status = 'queued' ORDER BY id")]
@@ -260,7 +272,7 @@ class JobManager:
         try:
             spec = read_spec(job_dir)
             env = self.workspace.job_environment()
-            devices = visible_devices()
+            devices = self.gpu_devices
             if job.gpu and job.gpu_slot is not None and job.gpu_slot < len(devices):
                 env["CUDA_VISIBLE_DEVICES"] = devices[job.gpu_slot]
             self.workspace.ensure_nnunet_dirs()
