@@ -98,8 +98,9 @@ class JobManager:
         """Queue a job (parameters = profile + overrides, checked) and start it when it can.
 
         Raises ParameterError for an unknown stage or a bad override, JobError for an unknown
-        ``after`` job. With ``start`` the job starts at once when ready; otherwise, and whenever
-        it has to wait, the scheduler process starts it later.
+        ``after`` job. With ``start`` the job starts at once when ready, and when it has to wait
+        the detached scheduler starts it later; ``start=False`` only records it (queued) for
+        whoever calls :meth:`schedule` next.
         """
         if params is None or function is None or gpu is None:
             definition = find_stage(stage)

@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import pytest
 
+from rsna_tui.jobs.local import process_matches
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.jobs.store import JobRow, Store
 from rsna_tui.workspace import Workspace
@@ -79,11 +81,15 @@ def _kill_everything(workspace: Path) -> None:
         with store.write() as conn:
             conn.execute("UPDATE jobs SET status = 'cancelled' WHERE status = 'queued'")  # lets the scheduler exit
         for job in store.list_jobs():
-            if job.native_id:
-                try:
-                    os.killpg(int(job.native_id), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            if not job.native_id:
+                continue
+            pid = int(job.native_id)
+            if psutil.pid_exists(pid) and not process_matches(pid, job.proc_create_time):
+                continue  # the pid belongs to someone else now (or to this test process)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def wait_for(manager: JobManager, job_id: int, predicate: Callable[[JobRow], bool], timeout: float = 30.0) -> JobRow:
