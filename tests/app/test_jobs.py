@@ -87,12 +87,12 @@ def _alive(proc: psutil.Process) -> bool:
 
 
 def test_after_chains_run_in_order_and_a_failed_dependency_fails_its_dependants(cli, manager: JobManager) -> None:
-    good = _submit(cli, "--stage", "test-sleep", "--set", "seconds=1.5")
+    good = manager.submit("test-sleep", overrides=["seconds=1"], cwd=REPO).to_json()
     follower = _submit(cli, "--stage", "test-sleep", "--after", str(good["id"]))
-    assert follower["status"] == "queued"
-    bad = _submit(cli, "--stage", "test-sleep", "--set", "fail=true", "--set", "seconds=0.3")
-    child = _submit(cli, "--stage", "test-sleep", "--after", str(bad["id"]))
-    grandchild = _submit(cli, "--stage", "test-sleep", "--after", str(child["id"]))
+    bad = manager.submit("test-sleep", overrides=["fail=true", "seconds=1"], cwd=REPO).to_json()
+    child = manager.submit("test-sleep", after=[bad["id"]], cwd=REPO).to_json()
+    grandchild = manager.submit("test-sleep", after=[child["id"]], cwd=REPO).to_json()
+    assert child["status"] == grandchild["status"] == "queued"
     # no CLI stays open: the detached scheduler starts or fails the queued jobs
     final = {j: wait_for(manager, j, lambda row: row.terminal) for j in
              (bad["id"], child["id"], grandchild["id"], good["id"], follower["id"])}
@@ -105,10 +105,10 @@ def test_after_chains_run_in_order_and_a_failed_dependency_fails_its_dependants(
     assert final[child["id"]].native_id is None  # never started
 
 
-def test_gpu_stages_wait_for_a_free_slot_and_cpu_stages_do_not(cli, manager: JobManager) -> None:
-    first = _submit(cli, "--stage", "test-gpu-sleep", "--set", "seconds=2")
-    cpu = _submit(cli, "--stage", "test-sleep", "--set", "seconds=0.2")
-    second = _submit(cli, "--stage", "test-gpu-sleep", "--set", "seconds=0.3")
+def test_gpu_stages_wait_for_a_free_slot_and_cpu_stages_do_not(manager: JobManager) -> None:
+    first = manager.submit("test-gpu-sleep", overrides=["seconds=1.5"], cwd=REPO).to_json()
+    cpu = manager.submit("test-sleep", overrides=["seconds=0.2"], cwd=REPO).to_json()
+    second = manager.submit("test-gpu-sleep", overrides=["seconds=0.3"], cwd=REPO).to_json()
     assert first["status"] in ("starting", "running") and first["gpu_slot"] == 0
     assert second["status"] == "queued" and cpu["status"] in ("starting", "running")
     done = {j["id"]: wait_for(manager, j["id"], lambda row: row.terminal) for j in (first, second, cpu)}
