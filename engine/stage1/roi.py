@@ -37,16 +37,22 @@ ROI_COLUMNS = ["SeriesInstanceUID", "z0", "z1", "y0", "y1", "x0", "x1",
 class VesselBoxModel:
     """A trained stage-1 results folder, loaded once, that turns a volume into a crop box."""
 
-    def __init__(self, model_folder: Path, device: torch.device) -> None:
-        self.predictor = load_predictor(model_folder, device=device, tile_step_size=0.5, use_gaussian=True,
-                                        use_mirroring=False)
-        config = self.predictor.configuration_manager
+    def __init__(self, predictor: Any) -> None:
+        """Wrap an initialised ``nnUNetPredictor`` of a 2D configuration (see :meth:`load`)."""
+        self.predictor = predictor
+        config = predictor.configuration_manager
         if len(config.patch_size) != 2:
-            raise ValueError(f"{model_folder} is not a 2D model (patch size {config.patch_size})")
-        if list(self.predictor.plans_manager.transpose_forward) != [0, 1, 2]:
-            raise ValueError(f"{model_folder}: plans transpose the data; stage-1 data is written so they never do")
+            raise ValueError(f"not a 2D model (patch size {config.patch_size})")
+        if list(predictor.plans_manager.transpose_forward) != [0, 1, 2]:
+            raise ValueError("the plans transpose the data; stage-1 slices are written so that they never do")
         #: in-plane spacing (rows, columns) the model was trained on
         self.spacing = (float(config.spacing[0]), float(config.spacing[1]))
+
+    @classmethod
+    def load(cls, model_folder: Path, device: torch.device) -> "VesselBoxModel":
+        """A results folder with MODEL_SPEC 3's inference settings: step 0.5, Gaussian, no mirroring."""
+        return cls(load_predictor(model_folder, device=device, tile_step_size=0.5, use_gaussian=True,
+                                  use_mirroring=False))
 
     def slice_logits(self, slices: list[torch.Tensor]) -> list[torch.Tensor]:
         """Sliding-window logits (classes, rows, cols) per prepared slice, averaged over the folds."""
@@ -156,7 +162,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         raise FileNotFoundError(f"no converted images in {converted / 'images'}; run convert for "
                                 f"{params['dataset']} / {params['split']} first")
     model_folder = model_folder_of(ctx, params["model"])
-    model = VesselBoxModel(model_folder, device)
+    model = VesselBoxModel.load(model_folder, device)
     ctx.reporter.log(f"stage-1 model {model_folder} on {device}, spacing {model.spacing}")
 
     out = ctx.workspace.rois(params["dataset"], params["split"])
