@@ -1,0 +1,172 @@
+"""Stage ``predict``: two-stage inference over a dataset split or a folder of series, then the score.
+
+Inputs: ``dataset`` + ``split`` of a Kaggle-layout folder (``series/`` or ``test/series/``), or any folder
+whose sub-folders are DICOM series and/or whose ``.nii``/``.nii.gz`` files are volumes (``split`` is then
+not used; NIfTI names lose ``.nii.gz`` and nnU-Net's ``_0000``). Models: ``models`` = job ids or
+results folders, comma separated, default the latest successful ``finetune1`` and ``finetune2`` (the
+original's two-model ensemble; one is used alone, with a log line, when the other is missing);
+``stage1_model`` = results folder or job id, default the latest successful ``train2d``.
+
+Outputs under ``ctx.workspace.predictions / <job id>``:
+``predictions.csv`` (SeriesInstanceUID, the 14 label columns, seconds, error; artefact ``predictions``,
+imported into the job store), ``cases/<uid>/`` review files (``engine.inference.review``; the folder is
+artefact ``review``), ``cases.csv`` (one line per case: status, fallback, box) and, when the split has
+truth (``test_truth.csv`` / ``train.csv``), ``metrics.json`` with the competition score and the column
+AUCs (metrics ``score`` and ``auc/<column>``; artefact ``truth`` = the truth CSV). A small split where a
+column holds one class only cannot be scored: that is logged, the defined AUCs are still reported and the
+job succeeds.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from engine.context import StageContext
+from engine.data.kaggle import KaggleDataset, KaggleSchemaError
+from engine.inference.predictor import EMPTY, FAILED, Predictor, SeriesPrediction
+from engine.inference.review import box_record, write_case
+from engine.inference.series import is_nifti, series_id
+from engine.job_outputs import latest_artefact, resolve_job_artefact
+from engine.labels import LABEL_COLUMNS
+from engine.metrics import KEY, evaluate
+from engine.nnunet_runtime import configure_environment
+from engine.stage1.roi import model_folder_of
+
+PREDICTIONS_FILE = "predictions.csv"
+PREDICTION_COLUMNS = [KEY, *LABEL_COLUMNS, "seconds", "error"]
+CASE_COLUMNS = [KEY, "status", "fallback", "timepoints", "z0", "z1", "y0", "y1", "x0", "x1", "box_fallback", "reason"]
+
+
+def stage2_models(ctx: StageContext, ref: str) -> list[Path]:
+    """Results folders named by ``ref`` (job ids or paths, comma separated), or the latest fine-tunes."""
+    if ref.strip():
+        return [resolve_job_artefact(ctx.workspace, part.strip(), "model") for part in ref.split(",") if part.strip()]
+    found, missing = [], []
+    for stage in ("finetune1", "finetune2"):
+        try:
+            found.append(latest_artefact(ctx.workspace, stage, "model"))
+        except FileNotFoundError:
+            missing.append(stage)
+    if not found:
+        raise FileNotFoundError(f"no successful finetune1 or finetune2 job with a 'model' artefact in "
+                                f"{ctx.workspace.jobs}; run them first or name models (job ids or folders)")
+    if missing:
+        ctx.reporter.log(f"no successful {' / '.join(missing)} job: predicting with one model, not the two-model "
+                         f"ensemble")
+    return found
+
+
+def list_inputs(ctx: StageContext, dataset: str, split: str) -> tuple[list[tuple[str, Path]], Path | None]:
+    """(uid, series folder or NIfTI file) of every case, and the truth CSV when there is one."""
+    root = ctx.workspace.dataset(dataset)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset {dataset!r}: {root} is not a folder")
+    try:
+        data = KaggleDataset.open(root, split)
+    except KaggleSchemaError:
+        if (root / "series").is_dir() or (root / "test" / "series").is_dir():
+            raise  # a Kaggle layout without this split: say so rather than treat its folders as series
+        data = None
+    if data is not None:
+        return [(uid, data.series_dir / uid) for uid in data.series_uids()], data.table_path
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p.is_dir() or is_nifti(p)))
+    ctx.reporter.log(f"{root} is not a Kaggle layout: predicting its {len(entries)} series folders / NIfTI files")
+    return [(series_id(p), p) for p in entries], None
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    frame.to_csv(partial, index=False)
+    os.replace(partial, path)
+
+
+def case_line(prediction: SeriesPrediction) -> dict[str, Any]:
+    line: dict[str, Any] = {KEY: prediction.uid, "status": prediction.status, "fallback": prediction.fallback,
+                            "timepoints": prediction.timepoints, "reason": prediction.reason}
+    if prediction.boxes:
+        record = box_record(prediction.boxes[prediction.review_timepoint], prediction.spacing)
+        line.update({k: record[k] for k in ("z0", "z1", "y0", "y1", "x0", "x1")}, box_fallback=record["fallback"])
+    return line
+
+
+def score(predictions: pd.DataFrame, truth_path: Path, out: Path, ctx: StageContext) -> None:
+    """Competition score of the predicted series that the truth lists; single-class columns are logged."""
+    truth = pd.read_csv(truth_path, dtype={KEY: str})
+    unknown = sorted(set(predictions[KEY]) - set(truth[KEY]))
+    if unknown:
+        ctx.reporter.log(f"{len(unknown)} predicted series are not in {truth_path.name} (e.g. {unknown[0]}); not scored")
+    truth = truth[truth[KEY].isin(predictions[KEY])]
+    scored = predictions[predictions[KEY].isin(truth[KEY])]
+    if truth.empty:
+        ctx.reporter.log(f"no predicted series is in {truth_path.name}: nothing to score")
+        return
+    single = [c for c in LABEL_COLUMNS if truth[c].nunique() < 2]
+    if not single:
+        result = evaluate(scored, truth)
+        ctx.reporter.metric("score", result["score"])
+        ctx.reporter.log(f"score {result['score']:.4f} on {result['n_series']} series")
+    else:
+        by_key = scored.set_index(KEY).loc[truth[KEY]]
+        result = {"score": None, "n_series": int(len(truth)), "auc": {
+            c: float(roc_auc_score(truth[c].to_numpy(), by_key[c].to_numpy(dtype=float)))
+            for c in LABEL_COLUMNS if c not in single}, "single_class_columns": single}
+        ctx.reporter.log(f"no score: {len(single)} column(s) have a single class among these {len(truth)} series "
+                         f"(AUC undefined): {', '.join(single)}; the other columns' AUCs are reported")
+    for column, auc in result["auc"].items():
+        ctx.reporter.metric(f"auc/{column}", auc)
+    path = out / "metrics.json"
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(result, indent=2))
+    os.replace(partial, path)
+    ctx.reporter.artefact("metrics", path)
+
+
+def run(params: dict[str, Any], ctx: StageContext) -> None:
+    configure_environment(ctx.workspace)
+    inputs, truth_path = list_inputs(ctx, params["dataset"], params["split"])
+    if not inputs:
+        raise FileNotFoundError(f"no series to predict in dataset {params['dataset']!r} ({params['split']})")
+    stage1 = model_folder_of(ctx, params["stage1_model"])
+    models = stage2_models(ctx, params["models"])
+    predictor = Predictor(stage1, models, tta=params["tta"], device=params["device"],
+                          segmentations=params["save_segmentations"])
+    ctx.reporter.log(predictor.describe())
+
+    out = ctx.workspace.predictions / ctx.job_id
+    cases = out / "cases"
+    cases.mkdir(parents=True, exist_ok=True)
+    rows, lines = [], []
+    for index, (uid, path) in enumerate(inputs):
+        prediction = predictor.predict_series(path, uid)
+        write_case(cases / uid, prediction)
+        rows.append(prediction.row())
+        lines.append(case_line(prediction))
+        if prediction.status != "ok":
+            ctx.reporter.log(f"series {uid}: {prediction.status}, 0.5 everywhere ({prediction.reason})")
+        elif prediction.fallback or any(b.fallback for b in prediction.boxes):
+            ctx.reporter.log(f"series {uid}: conversion fallback {prediction.fallback or '-'}, box fallback "
+                             f"{', '.join(b.fallback for b in prediction.boxes if b.fallback) or '-'}")
+        ctx.reporter.progress(index + 1, len(inputs), f"{uid} {prediction.seconds:.1f} s")
+
+    predictions = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+    write_csv(predictions, out / PREDICTIONS_FILE)
+    write_csv(pd.DataFrame(lines, columns=CASE_COLUMNS), out / "cases.csv")
+    ok = [r["seconds"] for r, line in zip(rows, lines) if line["status"] == "ok"]
+    if ok:
+        ctx.reporter.metric("seconds_per_series", float(np.mean(ok)))
+    ctx.reporter.metric("series_failed", float(sum(line["status"] == FAILED for line in lines)))
+    ctx.reporter.metric("series_empty", float(sum(line["status"] == EMPTY for line in lines)))
+    ctx.reporter.artefact("predictions", out / PREDICTIONS_FILE)
+    ctx.reporter.artefact("review", cases)
+    ctx.reporter.log(f"{len(rows)} series predicted into {out / PREDICTIONS_FILE}")
+    if truth_path is not None:
+        ctx.reporter.artefact("truth", truth_path)
+        score(predictions, truth_path, out, ctx)
+    else:
+        ctx.reporter.log("no truth table for these series: not scored")
