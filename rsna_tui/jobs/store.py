@@ -251,6 +251,18 @@ class Store:
                     conn.execute(statement)
                 conn.execute("UPDATE schema_version SET version = ? WHERE id = 1", (target,))
 
+    def snapshot(self, dest: Path | str) -> Path:
+        """A consistent, compacted copy in rollback-journal mode (e.g. ``jobs.db.example``).
+
+        Unlike a copy of a WAL database, it holds every committed row and opens read-only
+        (``rsna-tui --db``) without ``-wal`` / ``-shm`` files appearing beside it.
+        """
+        dest = Path(dest)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        self.conn.execute("VACUUM INTO ?", (str(tmp),))
+        return tmp.replace(dest)
+
     def sqlalchemy_engine(self) -> Any:
         """A SQLAlchemy engine on the same file, for ORM readers of the models module."""
         from sqlmodel import create_engine

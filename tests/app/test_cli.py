@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from rsna_tui import cli as cli_module
 from rsna_tui.jobs.manager import JobManager
+from rsna_tui.jobs.store import Store
 from rsna_tui.workspace import Workspace
 from tests.app.conftest import wait_for
 
@@ -52,13 +52,17 @@ def test_json_outputs_parse(cli, workspace: Path) -> None:
 def test_db_option_reads_another_database_without_changing_it(cli, workspace: Path, tmp_path: Path) -> None:
     job = json.loads(cli("run", "--stage", "test-predict", "--follow", "--json").stdout)
     copy = tmp_path / "jobs.db.example"
-    shutil.copy(workspace / "jobs.db", copy)
+    with Store(workspace / "jobs.db") as store:
+        store.snapshot(copy)
     before = copy.read_bytes()
     listed = json.loads(cli("--db", str(copy), "jobs", "--json").stdout)
     assert [j["id"] for j in listed] == [job["id"]]
     refused = cli("--db", str(copy), "run", "--stage", "test-sleep", check=False)
     assert refused.returncode == 1 and "read-only" in refused.stderr
     assert copy.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("jobs.db.example")) == ["jobs.db.example"]
+    shown = json.loads(cli("--db", str(copy), "show", str(job["id"]), "--json").stdout)
+    assert shown["case_predictions"] == 5 and shown["status"] == "succeeded"
 
 
 def test_predictions_of_a_finished_job_reach_the_store(cli, manager: JobManager) -> None:
