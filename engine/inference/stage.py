@@ -156,7 +156,10 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
 
     predictions = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
     write_csv(predictions, out / PREDICTIONS_FILE)
-    write_csv(pd.DataFrame(lines, columns=CASE_COLUMNS), out / "cases.csv")
+    case_table = pd.DataFrame(lines, columns=CASE_COLUMNS)
+    box_columns = ["z0", "z1", "y0", "y1", "x0", "x1"]
+    case_table[box_columns] = case_table[box_columns].astype("Int64")  # integers, blank where no box
+    write_csv(case_table, out / "cases.csv")
     ok = [r["seconds"] for r, line in zip(rows, lines) if line["status"] == "ok"]
     if ok:
         ctx.reporter.metric("seconds_per_series", float(np.mean(ok)))

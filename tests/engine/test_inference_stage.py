@@ -1,0 +1,160 @@
+"""Stage ``predict`` (issue 7): demo held-out split end to end with default models, review files, the
+score, and a batch that goes on past empty and corrupt series.
+
+Models are ``engine.inference.synthetic`` folders registered as the artefacts of finished train2d /
+finetune1 / finetune2 job folders (the record ``engine.job_outputs`` reads), so the defaults resolve
+exactly as after real training; what is tested here is the stage's wiring, not model quality.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from engine.context import StageContext
+from engine.inference import run
+from engine.inference.stage import score, stage2_models
+from engine.inference.synthetic import write_stage2_model, write_threshold_stage1_model
+from engine.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, VESSELS
+from engine.metrics import EvaluationError, evaluate
+from engine.metrics import run as evaluate_stage
+from engine.stages import get_stage
+
+
+def register_job(ws: Path, job_id: str, stage: str, created: str, model: Path) -> None:
+    """A finished job folder as the runner leaves it: spec.json + events.jsonl with a model artefact."""
+    folder = ws / "jobs" / job_id
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text(json.dumps({"id": job_id, "stage": stage, "created": created}))
+    events = [{"type": "artefact", "name": "model", "path": str(model)}, {"type": "finished", "status": "succeeded"}]
+    (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+@pytest.fixture(scope="module")
+def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace whose latest train2d / finetune1 / finetune2 jobs registered (untrained) models."""
+    ws = tmp_path_factory.mktemp("predict_ws") / "ws"
+    models = ws / "nnUNet_results"
+    register_job(ws, "1", "train2d", "2026-01-01T00:00:01",
+                 write_threshold_stage1_model(models / "s1", patch=(32, 32), spacing=(4.0, 4.0)))
+    register_job(ws, "2", "finetune1", "2026-01-01T00:00:02",
+                 write_stage2_model(models / "f1", [4, 8, 16, 32], [1, 1, 1, 1], 32, seed=1, fold=0))
+    register_job(ws, "3", "finetune2", "2026-01-01T00:00:03",
+                 write_stage2_model(models / "f2", [4, 8, 16, 32], [1, 1, 1, 1], 32, seed=2, fold=1))
+    return ws
+
+
+def params(**overrides: object) -> dict:
+    return get_stage("predict").resolve("tiny", {"device": "cpu", **overrides})
+
+
+def test_predict_demo_test_split_then_evaluate(trained_workspace: Path, demo_cohort: Path) -> None:
+    ctx = StageContext.for_folder(trained_workspace, job_id="7")
+    run(params(dataset=str(demo_cohort), split="test", save_segmentations=True), ctx)
+    reporter = ctx.reporter
+    logs = "\n".join(e["message"] for e in reporter.of_type("log"))
+    assert "2 model(s)" in logs and "8 view(s)" in logs
+
+    out = trained_workspace / "predictions" / "7"
+    table = pd.read_csv(reporter.artefacts["predictions"], dtype={"SeriesInstanceUID": str})
+    assert Path(reporter.artefacts["predictions"]) == out / "predictions.csv"
+    assert list(table.columns) == ["SeriesInstanceUID", *LABEL_COLUMNS, "seconds", "error"]
+    truth = pd.read_csv(demo_cohort / "test_truth.csv", dtype={"SeriesInstanceUID": str})
+    assert sorted(table["SeriesInstanceUID"]) == sorted(truth["SeriesInstanceUID"])
+    assert table["error"].isna().all() and (table["seconds"] > 0).all()
+    assert ((table[list(LABEL_COLUMNS)] > 0) & (table[list(LABEL_COLUMNS)] < 1)).all().all()
+    assert reporter.artefacts["truth"] == str(demo_cohort / "test_truth.csv")
+
+    # review files: box, probabilities, and both decoders' maps placed in the volume's LPS space
+    cases = Path(reporter.artefacts["review"])
+    uid = table["SeriesInstanceUID"].iloc[0]
+    case = json.loads((cases / uid / "case.json").read_text())
+    assert case["status"] == "ok" and case["probabilities"][ANEURYSM_PRESENT] == pytest.approx(
+        table.set_index("SeriesInstanceUID").loc[uid, ANEURYSM_PRESENT], abs=1e-9)
+    box, shape = case["box"], case["shape_zyx"]
+    assert 0 <= box["z0"] < box["z1"] <= shape[0] and 0 <= box["x0"] < box["x1"] <= shape[2]
+    seg1 = nib.load(cases / uid / "seg1.nii.gz")
+    seg2 = nib.load(cases / uid / "seg2.nii.gz")
+    assert seg1.shape == seg2.shape == (32, 32, 32) and seg1.get_data_dtype() == np.uint8
+    assert np.asarray(seg1.dataobj).max() <= len(VESSELS) + 1 and np.asarray(seg2.dataobj).max() <= len(VESSELS)
+    # the first and last review voxels sit on the first and last voxel of the crop in the original volume
+    volume_affine = np.asarray(case["affine_lps"])
+    corners = {(0, 0, 0): (box["x0"], box["y0"], box["z0"]), (31, 31, 31): (box["x1"] - 1, box["y1"] - 1, box["z1"] - 1)}
+    for index, voxel in corners.items():
+        np.testing.assert_allclose(seg1.affine @ [*index, 1], volume_affine @ [*voxel, 1], atol=1e-6)
+
+    # the score: three held-out series leave location columns with one class, which is logged, not fatal
+    aucs = {e["name"]: e["value"] for e in reporter.of_type("metric") if e["name"].startswith("auc/")}
+    expected = roc_auc_score(truth.set_index("SeriesInstanceUID")[ANEURYSM_PRESENT],
+                             table.set_index("SeriesInstanceUID").loc[truth["SeriesInstanceUID"], ANEURYSM_PRESENT])
+    assert aucs[f"auc/{ANEURYSM_PRESENT}"] == pytest.approx(expected)
+    single = [c for c in LABEL_COLUMNS if truth[c].nunique() < 2]
+    assert single and "no score" in logs and single[0] in logs
+    assert not reporter.metrics("score")
+    # ... and the evaluate stage, given the same files, names such a column instead of scoring
+    with pytest.raises(EvaluationError, match="only"):
+        evaluate_stage({"predictions": reporter.artefacts["predictions"], "truth": reporter.artefacts["truth"]},
+                       StageContext.for_folder(trained_workspace, job_id="8"))
+
+
+def test_score_when_every_column_has_both_classes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    uids = [f"1.2.{i}" for i in range(6)]
+    truth = pd.DataFrame({"SeriesInstanceUID": uids, **{c: [0, 1] * 3 for c in LABEL_COLUMNS}})
+    predictions = pd.DataFrame({"SeriesInstanceUID": uids[::-1], **{c: rng.random(6) for c in LABEL_COLUMNS}})
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    ctx = StageContext.for_folder(tmp_path / "ws")
+    score(predictions, tmp_path / "truth.csv", tmp_path, ctx)
+    assert ctx.reporter.metrics("score") == [pytest.approx(evaluate(predictions, truth)["score"])]
+    assert json.loads((tmp_path / "metrics.json").read_text())["n_series"] == 6
+
+
+def test_batch_goes_on_past_empty_and_corrupt_series(trained_workspace: Path, demo_cohort: Path,
+                                                     tmp_path: Path) -> None:
+    folder = tmp_path / "incoming"
+    good = sorted((demo_cohort / "test" / "series").iterdir())[0]
+    shutil.copytree(good, folder / good.name)
+    (folder / "empty_series").mkdir()
+    (folder / "garbage").mkdir()
+    (folder / "garbage" / "1.dcm").write_bytes(b"not a dicom file" * 10)
+    (folder / "two_slices").mkdir()
+    for source in sorted(good.iterdir())[:2]:
+        shutil.copy(source, folder / "two_slices" / source.name)
+    (folder / "volume_0000.nii.gz").write_bytes(b"\x1f\x8b truncated gzip")
+
+    ctx = StageContext.for_folder(trained_workspace, job_id="9")
+    run(params(dataset=str(folder), save_segmentations=False, models="2"), ctx)  # job id of finetune1
+    table = pd.read_csv(ctx.reporter.artefacts["predictions"], dtype={"SeriesInstanceUID": str},
+                        keep_default_na=False).set_index("SeriesInstanceUID")
+    assert sorted(table.index) == sorted([good.name, "empty_series", "garbage", "two_slices", "volume"])
+    assert table.loc[good.name, "error"] == ""
+    assert not np.allclose(table.loc[good.name, list(LABEL_COLUMNS)].to_numpy(float), 0.5)
+    for uid in ("empty_series", "garbage", "two_slices", "volume"):
+        assert (table.loc[uid, list(LABEL_COLUMNS)].to_numpy(float) == 0.5).all()
+        assert table.loc[uid, "error"]
+    assert table.loc["empty_series", "error"].startswith("empty")
+    assert table.loc["garbage", "error"].startswith("empty") and "left out" in table.loc["garbage", "error"]
+    assert table.loc["two_slices", "error"].startswith("failed")
+    cases = pd.read_csv(Path(ctx.reporter.artefacts["review"]).parent / "cases.csv", keep_default_na=False)
+    assert dict(zip(cases["SeriesInstanceUID"], cases["status"]))["volume"] == "failed"
+    assert ctx.reporter.metrics("series_failed") == [2.0] and ctx.reporter.metrics("series_empty") == [2.0]
+    assert "truth" not in ctx.reporter.artefacts
+    assert "1 model(s)" in "\n".join(e["message"] for e in ctx.reporter.of_type("log"))
+
+
+def test_default_models_with_one_finetune(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    model = write_stage2_model(ws / "nnUNet_results" / "f1", [4, 8], [1, 1], 8, seed=0)
+    register_job(ws, "5", "finetune1", "2026-01-01T00:00:00", model)
+    ctx = StageContext.for_folder(ws, job_id="6")
+    assert stage2_models(ctx, "") == [model]
+    assert any("one model" in e["message"] for e in ctx.reporter.of_type("log"))
+    assert stage2_models(ctx, "5") == [model]
+    with pytest.raises(FileNotFoundError, match="neither a job id"):
+        stage2_models(ctx, "nope")
