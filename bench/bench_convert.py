@@ -21,6 +21,7 @@ the load average printed first.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import resource
 import shutil
@@ -108,6 +109,30 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _spin(n: int = 4_000_000) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def parallel_capacity(workers: int) -> float:
+    """How much faster ``workers`` processes finish ``workers`` equal CPU-bound jobs than one process
+    running them in turn: ``workers`` on an idle machine, about 1 when other work holds the cores."""
+    start = time.perf_counter()
+    for _ in range(workers):
+        _spin()
+    serial = time.perf_counter() - start
+    context = multiprocessing.get_context("forkserver")
+    start = time.perf_counter()
+    processes = [context.Process(target=_spin) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return serial / (time.perf_counter() - start)
+
+
 def best_of(repeat: int, work: Callable[[Path], int], scratch: Path, label: str) -> tuple[float, float, int]:
     """(best wall seconds, CPU seconds of that attempt, failures)."""
     runs, failed = [], 0
@@ -154,6 +179,9 @@ def main() -> None:
         cpu_text = "    n/a" if name == "ours" and args.workers > 1 else f"{cpu:7.2f}"
         print(f"{label:10s} {seconds:8.2f} {cpu_text} {failed:6d} {seconds / results['d2n'][0]:6.2f}x "
               f"{seconds / results['dcm2niix'][0]:10.2f}x")
+    capacity = parallel_capacity(args.workers)
+    print(f"\nparallel capacity now: {args.workers} processes run {capacity:.2f}x faster than one "
+          f"(an idle machine gives ~{args.workers}x; load average {os.getloadavg()[0]:.1f})")
     ratio = results["ours"][0] / results["d2n"][0]
     print(f"\nours with {args.workers} workers / serial dicom2nifti = {ratio:.2f}x (target <= 0.60x: "
           f"{'met' if ratio <= 0.6 else 'NOT met'}); / dcm2niix = {results['ours'][0] / results['dcm2niix'][0]:.2f}x")

@@ -11,7 +11,7 @@ first in ``images/`` and the others in ``timepoints/<uid>_t<NNN>_0000.nii.gz``.
 ``conversion.csv`` columns: SeriesInstanceUID; status; fallback (``+``-joined names, see
 ``engine.data.dicom_series``); shape and spacing of the saved array (x, y, z); axis_codes (``LPS``);
 timepoints; n_files; n_ignored (files left out: not DICOM, no pixels, truncated); seconds; reason
-(failures: one line a person can act on); notes (which files were left out); localizers (points
+(failures: one line a person can act on); notes (files left out, implausible spacing); localizers (points
 placed); localizer_issues (points that could not be placed, and why); vessels (``written``, empty
 without a segmentation, or ``error: ...``).
 
@@ -155,6 +155,20 @@ def _vessels(segmentation: str, image: nib.Nifti1Image) -> tuple[np.ndarray | No
     return labels, "written"
 
 
+#: Voxel edges outside this range (mm) are flagged: Kaggle's problem series include implausible spacing.
+PLAUSIBLE_SPACING_MM = (0.05, 20.0)
+
+
+def _notes(ignored: list[str], zooms: tuple[float, ...]) -> str:
+    """Files left out (the first three) and a warning for implausible voxel spacing."""
+    notes = ignored[:3] + ([f"+{len(ignored) - 3} more files left out"] if len(ignored) > 3 else [])
+    low, high = PLAUSIBLE_SPACING_MM
+    if any(not low <= float(z) <= high for z in zooms):
+        notes.append(f"implausible voxel spacing {', '.join(f'{float(z):g}' for z in zooms)} mm: check PixelSpacing "
+                     f"and slice positions")
+    return "; ".join(notes)
+
+
 def convert_one(task: SeriesTask) -> dict[str, Any]:
     """Convert one series and write its outputs; never raises (failures become the row's reason)."""
     start = time.perf_counter()
@@ -182,8 +196,7 @@ def convert_one(task: SeriesTask) -> dict[str, Any]:
             shape="x".join(map(str, image.shape[:3])), spacing="x".join(f"{z:.4f}" for z in zooms),
             axis_codes=axis_codes(image.affine), timepoints=len(volume.images), n_ignored=len(volume.ignored),
             localizers=len(placed), localizer_issues=" | ".join(issues),
-            notes="; ".join(volume.ignored[:3]) + (f" (+{len(volume.ignored) - 3} more)"
-                                                   if len(volume.ignored) > 3 else ""),
+            notes=_notes(volume.ignored, zooms),
         )
     except Exception as exc:  # SeriesError carries the reason; anything else is reported, not raised
         out.remove()

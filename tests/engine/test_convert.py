@@ -433,3 +433,16 @@ def test_rerun_skips_unchanged_series_and_redoes_changed_ones(shared_data: Path,
     run(params, fourth)
     assert converted_now(fourth).startswith("converting 0 of 1 series")
     assert not (out / "images" / "hitachi_0000.nii.gz").exists()  # outputs of a removed series go too
+
+
+def test_implausible_spacing_is_flagged(shared_data: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "ws" / "datasets" / "odd" / "series" / "hitachi.tiny_pixels"
+    folder.mkdir(parents=True)
+    for path in sorted((shared_data / "dicom2nifti" / "tests" / "data" / "hitachi" / "anatomical" / "001").iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = ["0.001", "0.001"]
+        ds.save_as(folder / path.name, enforce_file_format=True)
+    ctx = StageContext.for_folder(tmp_path / "ws")
+    run({"dataset": "odd", "split": "train", "workers": 1, "seed": 0}, ctx)
+    row = pd.read_csv(ctx.workspace.converted("odd", "train") / "conversion.csv").iloc[0]
+    assert row["status"] == "converted" and "implausible voxel spacing" in row["notes"]
