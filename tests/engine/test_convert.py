@@ -26,6 +26,7 @@ from pydicom.uid import generate_uid
 
 from engine.context import StageContext
 from engine.data.convert import TABLE_COLUMNS, run
+from engine.data.dicom_series import RESAMPLE, dicom2nifti_settings, load_series
 from engine.data.geometry import reorient_to_lps, voxel_to_patient
 from engine.labels import LOCALIZER_COLUMNS, LOCATIONS, aneurysm_label
 
@@ -446,3 +447,22 @@ def test_implausible_spacing_is_flagged(shared_data: Path, tmp_path: Path) -> No
     run({"dataset": "odd", "split": "train", "workers": 1, "seed": 0}, ctx)
     row = pd.read_csv(ctx.workspace.converted("odd", "train") / "conversion.csv").iloc[0]
     assert row["status"] == "converted" and "implausible voxel spacing" in row["notes"]
+
+
+def test_dicom2nifti_settings_are_set_per_attempt_and_restored(shared_data: Path) -> None:
+    """dicom2nifti's settings are module globals: a fallback must neither leak nor inherit them."""
+    from dicom2nifti import settings
+
+    folder = shared_data / "dicom2nifti" / "tests" / "data" / "failing" / "gantrytilting" / "001"
+    settings.disable_validate_slicecount()  # a caller's own choice, to be left as it was
+    try:
+        volume = load_series(sorted(folder.iterdir()))
+        assert volume.fallback == "resampled"
+        assert (settings.validate_slicecount, settings.resample, settings.validate_orthogonal,
+                settings.resample_spline_interpolation_order) == (False, False, True, 0)
+        with pytest.raises(RuntimeError), dicom2nifti_settings(RESAMPLE):
+            assert settings.resample and not settings.validate_orthogonal
+            raise RuntimeError("a failing conversion")
+        assert settings.resample is False and settings.validate_orthogonal is True
+    finally:
+        settings.enable_validate_slicecount()
