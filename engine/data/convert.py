@@ -20,7 +20,8 @@ Nothing in a batch is lost because one series is odd: each series ends ``convert
 the job succeeds once the batch is through. Series run in a process pool (``workers``; 0 = all
 cores). A rerun skips a series whose outputs exist and whose inputs (file names, sizes, mtimes,
 its localizer rows, its segmentation, the seed) are unchanged; ``.manifest/<uid>.json`` records
-them. Every file is written under a temporary name and renamed into place.
+them. Every file is written under a temporary name (in a hidden ``.partial/`` sub-folder) and
+renamed into place.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -101,23 +103,27 @@ class Outputs:
             path.unlink(missing_ok=True)
 
 
+PARTIAL = ".partial"
+
+
 def _temporary(path: Path) -> Path:
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    """Where ``path`` is written before the rename: a hidden sub-folder, so that a file left by a
+    killed worker never matches a reader's ``images/*_0000.nii.gz`` or ``vessels/*.nii.gz``."""
+    folder = path.parent / PARTIAL
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{os.getpid()}.{path.name}"
 
 
 def save_nifti(img: nib.Nifti1Image, path: Path) -> None:
     """Write a NIfTI with scanner-space qform/sform, under a temporary name first."""
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
     nib.save(img, tmp)
     os.replace(tmp, path)
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -286,6 +292,11 @@ def _tasks(data: KaggleDataset, out: Path, points: list[Localizer] | None, seed:
     return sorted(tasks, key=lambda t: -sum(os.path.getsize(f) for f in t.files))
 
 
+def _clear_partial(out: Path) -> None:
+    for partial in [out / PARTIAL, *out.glob(f"*/{PARTIAL}")]:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def _remove_orphans(out: Path, uids: Iterable[str]) -> int:
     """Outputs of series that are no longer in the dataset (we wrote them: they have a manifest)."""
     keep = set(uids)
@@ -330,6 +341,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         lost = sorted({p.series_uid for p in points} - uids)
         if lost:
             reporter.log(f"localizers of {len(lost)} series without a folder are ignored, e.g. {lost[0]}")
+    _clear_partial(out)  # files of an interrupted run
     removed = _remove_orphans(out, uids)
     if removed:
         reporter.log(f"removed the outputs of {removed} series no longer in the dataset")
@@ -367,6 +379,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     voxel_rows = [p for uid in sorted(results) for p in results[uid]["points"]]
     write_csv(pd.DataFrame(voxel_rows, columns=list(VOXEL_COLUMNS)), out / "localizers_voxel.csv")
 
+    _clear_partial(out)
     for line in summarise(rows):
         reporter.log(line)
     counts = Counter(r["status"] for r in rows)

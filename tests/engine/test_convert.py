@@ -278,7 +278,7 @@ def test_batch_outcome_table_and_artefacts(batch: dict) -> None:
         mask = nib.load(batch["out"] / "masks" / f"{uid}.nii.gz")  # every converted series of a labelled split
         assert mask.shape == img.shape and mask.get_data_dtype() == np.uint8
         assert np.allclose(mask.affine, img.affine)
-    assert not list((batch["out"] / "images").glob(".*"))  # no temporary file left behind
+    assert not list(batch["out"].rglob(".partial"))  # no temporary file left behind
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
