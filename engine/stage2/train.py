@@ -1,0 +1,123 @@
+"""Stages ``train3d``, ``finetune1`` and ``finetune2``: one function, three rows of the schedule (MODEL_SPEC 7).
+
+``run(params, ctx)``:
+
+1. builds or reuses the stage-2 nnU-Net dataset (``engine.stage2.dataset.prepare_dataset``);
+2. writes this training's plans ``Stage2Plans_<stage>_s<size>_<tag>`` (the tag is a short hash of
+   features, blocks and batch size, so that trainings of another shape never share a results folder;
+   the stage comes from the job's ``spec.json``, else ``train3d`` without ``init_from`` and ``finetune``
+   with it), giving the results folder ``nnUNet_results/Dataset<id>_Stage2Cube/StageTwoTrainer__<plans>__3d_fullres``;
+3. builds ``StageTwoTrainer`` (``engine.stage2.trainer``) with epochs / iterations / learning rate / fold;
+4. ``init_from`` (fine-tunes): a stage name (latest successful job's ``checkpoint`` artefact), a job id or
+   a checkpoint path; only the network weights are loaded (strictly), never the optimizer state. With
+   ``ctx.resume`` and a checkpoint of this training present, the run continues from it instead (nnU-Net
+   ``--c``: final, else latest, else best) and ``init_from`` is not applied again;
+5. trains, runs the end-of-training validation pass, writes ``network.json`` and registers artefacts
+   ``model`` (the results folder), ``checkpoint`` (``fold_N/checkpoint_final.pth``) and ``network``
+   (``network.json``). The contract for inference is in ``engine.stage2.model_files``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.context import StageContext
+from engine.job_outputs import latest_artefact, resolve_job_artefact
+from engine.nnunet_runtime import (TrainerSettings, build_trainer, configure_environment, read_checkpoint,
+                                   resume_checkpoint, select_device, train)
+from engine.stage2.dataset import BASE_PLANS, CONFIGURATION, dataset_name, network_kwargs, prepare_dataset, \
+    stage_plans
+from engine.stage2.model_files import CHECKPOINT_NAME, network_spec, write_network_json
+
+
+def stage_of(params: dict[str, Any], ctx: StageContext) -> str:
+    """The stage this job runs: from the runner's ``spec.json``, else guessed from ``init_from``."""
+    try:
+        stage = json.loads((ctx.job_dir / "spec.json").read_text()).get("stage")
+    except (OSError, json.JSONDecodeError):
+        stage = None
+    return str(stage) if stage else ("finetune" if params["init_from"] else "train3d")
+
+
+def plans_name(stage: str, params: dict[str, Any]) -> str:
+    shape = json.dumps([list(params["features"]), list(params["blocks"]), int(params["batch_size"])])
+    return f"{BASE_PLANS}_{stage}_s{int(params['size'])}_{hashlib.sha1(shape.encode()).hexdigest()[:6]}"
+
+
+def init_checkpoint(ref: str, fold: int, ctx: StageContext) -> Path:
+    """The checkpoint ``init_from`` names: a stage, a job id, a checkpoint file or a results folder."""
+    from engine.stages import STAGES
+
+    if ref in STAGES:
+        path = latest_artefact(ctx.workspace, ref, "checkpoint")
+    else:
+        path = resolve_job_artefact(ctx.workspace, ref, "checkpoint")
+    if path.is_dir():
+        candidates = [path / CHECKPOINT_NAME, path / f"fold_{fold}" / CHECKPOINT_NAME]
+        found = [c for c in candidates if c.is_file()] + sorted(path.glob(f"fold_*/{CHECKPOINT_NAME}"))
+        if not found:
+            raise FileNotFoundError(f"init_from={ref}: no {CHECKPOINT_NAME} in {path} or its fold_* folders")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={ref}: checkpoint {path} does not exist")
+    return path
+
+
+def load_initial_weights(trainer: Any, checkpoint: Path, ctx: StageContext) -> None:
+    """Weights only (no optimizer state, epoch counter or logs) into an initialised trainer's network."""
+    from engine.stage2.trainer import _unwrap
+
+    state = read_checkpoint(checkpoint, trainer.device)
+    network = _unwrap(trainer.network)
+    try:
+        network.load_state_dict(state["network_weights"])
+    except RuntimeError as error:
+        raise ValueError(f"init_from checkpoint {checkpoint} does not fit this network (features/blocks must "
+                         f"match the run it came from): {str(error).splitlines()[0]}") from None
+    ctx.reporter.log(f"initialised the network from {checkpoint} (weights only; that run had "
+                     f"{state.get('current_epoch', '?')} epochs)")
+
+
+def _nnunet_paths_match(ctx: StageContext) -> None:
+    import nnunetv2.paths as paths
+
+    if Path(paths.nnUNet_results or "") != ctx.workspace.nnunet_results:
+        raise RuntimeError(f"nnU-Net was imported in this process for another workspace ({paths.nnUNet_results}); "
+                           "run each training stage in its own process")
+
+
+def run(params: dict[str, Any], ctx: StageContext) -> None:
+    configure_environment(ctx.workspace)
+    device = select_device(params["device"])
+    _nnunet_paths_match(ctx)
+    from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+
+    from engine.stage2.trainer import StageTwoTrainer
+
+    stage = stage_of(params, ctx)
+    preprocessed = prepare_dataset(params, ctx)
+    name = plans_name(stage, params)
+    plans = stage_plans(load_json(str(preprocessed / f"{BASE_PLANS}.json")), name, params["size"],
+                        params["batch_size"], params["features"], params["blocks"])
+    save_json(plans, str(preprocessed / f"{name}.json"), sort_keys=False)
+
+    settings = TrainerSettings(epochs=params["epochs"], iterations=params["iterations"],
+                               val_iterations=params["val_iterations"], initial_lr=params["initial_lr"])
+    trainer = build_trainer(StageTwoTrainer, plans, CONFIGURATION, params["fold"],
+                            load_json(str(preprocessed / "dataset.json")), device, settings, ctx.reporter,
+                            resume=ctx.resume)
+    resuming = ctx.resume and resume_checkpoint(trainer.output_folder) is not None
+    if params["init_from"] and not resuming:
+        trainer.initialize()
+        load_initial_weights(trainer, init_checkpoint(params["init_from"], params["fold"], ctx), ctx)
+    ctx.reporter.log(f"{stage}: {dataset_name(params['dataset_id'])}, plans {name}, fold {params['fold']}, "
+                     f"{params['epochs']} epochs x {params['iterations']} iterations on {device}")
+    final = train(trainer, resume=ctx.resume, validate=True)
+
+    model = Path(trainer.output_folder_base)
+    spec = network_spec(network_kwargs(params["features"], params["blocks"]), params["size"], stage, params["fold"])
+    ctx.reporter.artefact("network", write_network_json(model, spec))
+    ctx.reporter.artefact("model", model)
+    ctx.reporter.artefact("checkpoint", final)
