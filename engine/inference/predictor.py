@@ -3,7 +3,8 @@
 Per series: read (DICOM with the conversion fallbacks, or NIfTI; ``engine.inference.series``) -> per
 time point: stage-1 box (``engine.stage1.roi.VesselBoxModel``, nine slices) -> crop -> z-score over the
 crop and trilinear resize to the model's ``size``^3 with ``align_corners=True``
-(``engine.stage2.dataset.prepare_image``, the function training used) -> flip TTA -> mean of logits
+(the operations of ``engine.stage2.dataset.prepare_image``, the function training used, run on the
+inference device: :func:`prepare_tensor`) -> flip TTA -> mean of logits
 over the views, then over the models -> sigmoid -> 14 probabilities (the 13 locations in competition
 order, then Aneurysm Present). Several time points: element-wise max of the probabilities.
 
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from engine.data.dicom_series import SeriesError
 from engine.inference.series import EmptySeries, load, series_id
@@ -40,7 +42,6 @@ from engine.labels import LABEL_COLUMNS
 from engine.nnunet_runtime import select_device
 from engine.stage1.fusion import Box3D
 from engine.stage1.roi import VesselBoxModel
-from engine.stage2.dataset import prepare_image
 from engine.stage2.model_files import load_network
 from engine.stage2.targets import DECODER1_LR_SWAP, DECODER2_LR_SWAP, swap_locations
 
@@ -102,6 +103,15 @@ class SeriesPrediction:
                 "error": "" if self.status == OK else f"{self.status}: {self.reason}"}
 
 
+def prepare_tensor(crop: torch.Tensor, size: int) -> torch.Tensor:
+    """``engine.stage2.dataset.prepare_image`` (z-score over the crop, trilinear resize to ``size``^3 with
+    ``align_corners=True``) on a tensor wherever it lives, so that a GPU does the resize; the same
+    operations in the same order, hence the same numbers on the CPU (tested)."""
+    data = crop.float()
+    data = (data - data.mean()) / data.std(unbiased=False).clamp_min(1e-8)
+    return F.interpolate(data[None, None], size=(size,) * 3, mode="trilinear", align_corners=True)
+
+
 def neutral() -> np.ndarray:
     return np.full(N_OUTPUTS, 0.5, dtype=np.float64)
 
@@ -139,6 +149,8 @@ class Predictor:
         self.view_batch = view_batch or (4 if cuda else 1)
         self.amp = cuda if amp is None else (amp and cuda)
         self.stage1_path = Path(stage1_model)
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # every stage-2 input has the same shape
         self.stage1 = VesselBoxModel.load(self.stage1_path, self.device)
         self.models = []
         for path in models:
@@ -194,16 +206,15 @@ class Predictor:
         started = time.perf_counter()
         box, _ = self.stage1.box(volume, spacing, self.margin)
         timings["stage1"] = time.perf_counter() - started
-        crop = volume[box.slices()]
         started = time.perf_counter()
-        inputs: dict[int, np.ndarray] = {}
+        crop = torch.from_numpy(np.ascontiguousarray(volume[box.slices()])).to(self.device)
+        inputs: dict[int, torch.Tensor] = {}
         logits = torch.zeros(N_OUTPUTS, dtype=torch.float32, device=self.device)
         seg_sum: tuple[torch.Tensor, torch.Tensor] | None = None
         for model in self.models:
             if model.size not in inputs:
-                inputs[model.size] = prepare_image(crop, model.size)
-            image = torch.from_numpy(inputs[model.size])[None, None].to(self.device)
-            model_logits, maps = self._views(model, image, segment)
+                inputs[model.size] = prepare_tensor(crop, model.size)
+            model_logits, maps = self._views(model, inputs[model.size], segment)
             logits += model_logits
             if maps is not None:
                 if seg_sum is not None and seg_sum[0].shape != maps[0].shape:
@@ -214,7 +225,8 @@ class Predictor:
         if seg_sum is not None:
             size = self.models[0].size
             segmentations = Segmentations(seg_sum[0][0].argmax(0).to(torch.uint8).cpu().numpy(),
-                                          seg_sum[1][0].argmax(0).to(torch.uint8).cpu().numpy(), inputs[size])
+                                          seg_sum[1][0].argmax(0).to(torch.uint8).cpu().numpy(),
+                                          inputs[size][0, 0].float().cpu().numpy())
         timings["stage2"] = time.perf_counter() - started
         return probabilities, box, segmentations, timings
 

@@ -141,3 +141,14 @@ def test_dicom_and_its_converted_nifti_give_the_same_prediction(predictor: Predi
         assert from_dicom.boxes == from_nifti.boxes
         assert from_dicom.shape == from_nifti.shape
         np.testing.assert_allclose(from_dicom.probabilities, from_nifti.probabilities, atol=1e-6)
+
+
+def test_device_preparation_matches_the_training_preparation() -> None:
+    import torch
+
+    from engine.inference.predictor import prepare_tensor
+    from engine.stage2.dataset import prepare_image
+
+    crop = block_volume(2)[2:18, 3:21, 1:20] * 3.0 - 50.0
+    np.testing.assert_allclose(prepare_tensor(torch.from_numpy(crop), 32)[0, 0].numpy(), prepare_image(crop, 32),
+                               rtol=0, atol=1e-6)
