@@ -135,7 +135,8 @@ class ReportingMixin:
 
     Metrics (step = epoch): ``train_loss``, ``val_loss``, ``pseudo_dice`` (mean foreground),
     ``ema_pseudo_dice``, ``lr``, ``epoch_time`` (s); progress = finished epochs of ``num_epochs``.
-    Subclasses that log more keys to ``self.logger`` add them to ``reported_keys``.
+    Metrics nnU-Net's logger does not know (stage 2's validation AUCs) go out through
+    :meth:`report_metric`, e.g. from ``on_validation_epoch_end``.
     """
 
     reporter: Reporter | None = None
@@ -147,6 +148,11 @@ class ReportingMixin:
         "ema_fg_dice": "ema_pseudo_dice",
         "lrs": "lr",
     }
+
+    def report_metric(self, name: str, value: float) -> None:
+        """Report one more scalar for the current epoch (no-op without a reporter)."""
+        if self.reporter is not None:
+            self.reporter.metric(name, float(value), self.current_epoch)
 
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch

@@ -83,7 +83,7 @@ def test_slices_and_labels_follow_the_vessel_box(workspace: Path) -> None:
     ctx = StageContext.for_folder(workspace)
     converted = ctx.workspace.converted("demo", "train")
     write_cohort(converted, 3, shape=(40, 48, 44))
-    params = get_stage("stage1-data").resolve("tiny", {"jitter": 1})
+    params = get_stage("stage1-data").resolve("tiny", {"jitter": 1, "spacing": "1,1"})
     stage1_dataset.run(params, ctx)
 
     raw = ctx.workspace.nnunet_raw / "Dataset101_VesselBox2D"
