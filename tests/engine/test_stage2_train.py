@@ -1,0 +1,368 @@
+"""Stage 2 end to end on the demo cohort: dataset, tiny train3d -> finetune1 / finetune2, resume after SIGKILL.
+
+demo_cohort -> convert -> crops in the ``rois`` layout -> the stage-2 nnU-Net dataset -> training jobs.
+The crops are written by stage 1's own crop writer (``engine.stage1.roi.save_crop`` / ``write_table``)
+with the box of the vessel and aneurysm masks standing in for the stage-1 model (a real ``roi`` needs a
+trained ``train2d``, another minute of CPU). Every training stage runs as a job does: its own process,
+``spec.json`` + ``events.jsonl`` in the job folder (nnU-Net freezes its folders at import, and
+``latest_artefact`` reads job folders). Sizes are cut to 16^3 with 4-8-16 features to keep the module
+within about two minutes on a busy 2-core machine; the code path is the ``tiny`` profile's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+
+from engine.context import StageContext, WorkspaceLayout
+from engine.data import convert
+from engine.labels import LABEL_COLUMNS, LOCATIONS, MODALITY_INDEX
+from engine.nnunet_runtime import read_checkpoint
+from engine.stage1.fusion import Box3D
+from engine.stage1.roi import save_crop, write_table
+from engine.stage2 import dataset as stage2_dataset
+from engine.stage2.losses import StageTwoLoss
+from engine.stage2.model_files import build_network, load_network, read_network_json
+from engine.stage2.scoring import score_predictions
+from engine.stage2.targets import UNKNOWN_VESSEL, case_sampling_weights
+from engine.stages import get_stage
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = {"size": 16, "features": "4,8,16", "blocks": "1,1,1", "device": "cpu", "dataset_id": 201}
+
+#: The job process: what the runner does, reduced to the engine's side (events as JSON lines).
+CHILD = r"""
+import json, sys
+from pathlib import Path
+from engine.context import StageContext, WorkspaceLayout
+from engine.stages import get_stage
+
+job_dir = Path(sys.argv[1])
+spec = json.loads((job_dir / "spec.json").read_text())
+
+class Events:
+    def _write(self, event):
+        with open(job_dir / "events.jsonl", "a") as handle:
+            handle.write(json.dumps(event) + "\n")
+    def progress(self, done, total=None, message=""):
+        self._write({"type": "progress", "done": done, "total": total, "message": message})
+    def metric(self, name, value, step=None):
+        self._write({"type": "metric", "name": name, "value": float(value), "step": step})
+    def artefact(self, name, path):
+        self._write({"type": "artefact", "name": name, "path": str(path)})
+    def log(self, message):
+        self._write({"type": "log", "message": message})
+
+events = Events()
+stage = get_stage(spec["stage"])
+ctx = StageContext(WorkspaceLayout(Path(spec["workspace"])), job_dir, events, resume=spec["resume"], job_id=spec["id"])
+try:
+    stage.load()(stage.resolve("tiny", spec["params"]), ctx)
+except BaseException as error:
+    events._write({"type": "finished", "status": "failed", "error": repr(error)})
+    raise
+events._write({"type": "finished", "status": "succeeded"})
+"""
+
+
+def start_job(root: Path, job_id: str, stage: str, params: dict, resume: bool = False) -> subprocess.Popen:
+    job_dir = WorkspaceLayout(root).job_dir(job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"id": job_id, "stage": stage, "params": params, "workspace": str(root), "resume": resume,
+            "created": datetime.now(timezone.utc).isoformat()}
+    (job_dir / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0"}
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(job_dir)], cwd=REPO, env=env, start_new_session=True,
+                            stdout=open(job_dir / "stdout.txt", "w"), stderr=subprocess.STDOUT)
+
+
+def events(root: Path, job_id: str) -> list[dict]:
+    path = WorkspaceLayout(root).job_dir(job_id) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def run_job(root: Path, job_id: str, stage: str, params: dict, resume: bool = False) -> list[dict]:
+    process = start_job(root, job_id, stage, params, resume)
+    code = process.wait(timeout=600)
+    found = events(root, job_id)
+    if code != 0:
+        tail = (WorkspaceLayout(root).job_dir(job_id) / "stdout.txt").read_text()[-3000:]
+        pytest.fail(f"{stage} job {job_id} failed ({code}):\n{tail}")
+    return found
+
+
+def metrics(found: list[dict], name: str) -> list[tuple[int, float]]:
+    return [(e["step"], e["value"]) for e in found if e["type"] == "metric" and e["name"] == name]
+
+
+def artefacts(found: list[dict]) -> dict[str, str]:
+    return {e["name"]: e["path"] for e in found if e["type"] == "artefact"}
+
+
+def logs(found: list[dict]) -> list[str]:
+    return [e["message"] for e in found if e["type"] == "log"]
+
+
+def write_ground_truth_rois(ctx: StageContext, dataset: str, margin: int = 2) -> None:
+    """Crops in the ``rois`` layout from the box around each series' vessel and aneurysm voxels (the
+    whole volume when it has neither), written by stage 1's crop writer."""
+    converted = ctx.workspace.converted(dataset, "train")
+    out = ctx.workspace.rois(dataset, "train")
+    rows = []
+    for image_file in sorted((converted / "images").glob("*_0000.nii.gz")):
+        uid = image_file.name[: -len("_0000.nii.gz")]
+        image = nib.load(str(image_file))
+        spacing = image.header.get_zooms()[:3][::-1]
+        hit = np.zeros(image.shape[:3][::-1], dtype=bool)
+        for kind in ("masks", "vessels"):
+            if (converted / kind / f"{uid}.nii.gz").is_file():
+                hit |= np.asarray(nib.load(str(converted / kind / f"{uid}.nii.gz")).dataobj).transpose(2, 1, 0) > 0
+        if hit.any():
+            where = np.argwhere(hit)
+            lo, hi = np.maximum(where.min(0) - margin, 0), np.minimum(where.max(0) + 1 + margin, hit.shape)
+        else:
+            lo, hi = np.zeros(3, dtype=int), np.array(hit.shape)
+        box = Box3D(*((int(a), int(b)) for a, b in zip(lo, hi)), fallback="" if hit.any() else "whole volume")
+        save_crop(image_file, out / "images" / image_file.name, box)
+        for kind in ("masks", "vessels"):
+            if (converted / kind / f"{uid}.nii.gz").is_file():
+                save_crop(converted / kind / f"{uid}.nii.gz", out / kind / f"{uid}.nii.gz", box)
+        row = {"SeriesInstanceUID": uid, "fallback": box.fallback, "slices_used": 0, "seconds": 0.0}
+        for name, (a, b), step in zip("zyx", box.ranges, spacing):
+            row.update({f"{name}0": a, f"{name}1": b, f"{name}0_mm": a * float(step), f"{name}1_mm": b * float(step)})
+        rows.append(row)
+    write_table(out / "rois.csv", rows)
+
+
+@pytest.fixture(scope="module")
+def trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """demo -> convert -> crops -> train3d -> finetune1 -> finetune2, each a job process."""
+    root = tmp_path_factory.mktemp("stage2") / "ws"
+    ctx = StageContext.for_folder(root)
+    ctx.workspace.datasets.mkdir(parents=True, exist_ok=True)
+    (ctx.workspace.datasets / "demo").symlink_to(demo_cohort)
+    convert.run({"dataset": "demo", "split": "train", "workers": 1, "seed": 0}, ctx)
+    write_ground_truth_rois(ctx, "demo")
+    started = time.monotonic()
+    jobs = {"train3d": run_job(root, "t3d", "train3d", {**SMALL, "epochs": 3, "iterations": 3, "val_iterations": 1})}
+    seconds = {"train3d": time.monotonic() - started}
+    for stage, job in (("finetune1", "ft1"), ("finetune2", "ft2")):
+        started = time.monotonic()
+        jobs[stage] = run_job(root, job, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1})
+        seconds[stage] = time.monotonic() - started
+    return {"root": root, "ctx": ctx, "jobs": jobs, "seconds": seconds}
+
+
+# ---- dataset ---------------------------------------------------------------------------------------
+
+def test_prepare_image_zscores_the_crop_then_resizes_like_inference() -> None:
+    crop = np.random.default_rng(0).normal(300, 40, (10, 14, 12)).astype(np.float32)
+    out = stage2_dataset.prepare_image(crop, 16)
+    assert out.shape == (16, 16, 16) and out.dtype == np.float32
+    z = (crop - crop.mean()) / crop.std()
+    # align_corners=True keeps the corner voxels exactly
+    assert np.allclose(out[0, 0, 0], z[0, 0, 0], atol=1e-5) and np.allclose(out[-1, -1, -1], z[-1, -1, -1], atol=1e-5)
+    labels = np.zeros((10, 14, 12), dtype=np.uint8)
+    labels[2:6, 3:9, 4:8] = 20
+    resized = stage2_dataset.prepare_labels(labels, 16)
+    assert set(np.unique(resized)) == {0, 20}  # nearest: no blended label values
+
+
+def test_raw_dataset_labels_targets_and_plans(trained: dict) -> None:
+    root: Path = trained["root"]
+    raw = root / "nnUNet_raw" / "Dataset201_Stage2Cube"
+    rois = trained["ctx"].workspace.rois("demo", "train")
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    assert dataset_json["labels"]["ignore"] == UNKNOWN_VESSEL == 27 and len(dataset_json["labels"]) == 28
+    assert dataset_json["channel_names"] == {"0": "zscore"}
+
+    truth = pd.read_csv(root / "datasets" / "demo" / "train.csv", dtype={"SeriesInstanceUID": str})
+    table = pd.read_csv(raw / "classification.csv", dtype={"case": str}).set_index("case")
+    assert sorted(table.index) == sorted(truth.SeriesInstanceUID)
+    for _, row in truth.iterrows():
+        assert table.loc[row.SeriesInstanceUID, list(LABEL_COLUMNS)].tolist() == row[list(LABEL_COLUMNS)].astype(float).tolist()
+        assert table.loc[row.SeriesInstanceUID, "modality"] == MODALITY_INDEX[row.Modality]
+
+    with_vessels = {p.name[:-7] for p in (rois / "vessels").glob("*.nii.gz")}
+    without = set(table.index) - with_vessels
+    assert with_vessels and without
+    for uid in table.index:
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "imagesTr" / f"{uid}_0000.nii.gz")))
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTr" / f"{uid}.nii.gz")))
+        assert image.shape == labels.shape == (16, 16, 16)
+        assert abs(float(image.mean())) < 0.2  # the z-scored crop, resized
+        values = set(np.unique(labels).tolist())
+        aneurysms = {v for v in values if 14 <= v <= 26}
+        if uid in with_vessels:
+            # vessel labels kept, no unknown marker
+            assert UNKNOWN_VESSEL not in values and values & set(range(1, 14))
+        else:
+            # no vessel mask: every non-aneurysm voxel is "unknown", never "background"
+            assert values - aneurysms == {UNKNOWN_VESSEL}
+        positives = {14 + i for i, c in enumerate(LOCATIONS) if table.loc[uid, c] > 0}
+        assert aneurysms <= positives
+
+    plans = json.loads((root / "nnUNet_preprocessed" / "Dataset201_Stage2Cube" / "Stage2Plans.json").read_text())
+    config = plans["configurations"]["3d_fullres"]
+    assert config["patch_size"] == [16, 16, 16] and config["spacing"] == [1.0, 1.0, 1.0]
+    assert config["normalization_schemes"] == ["ZScoreNormalization"] and list(plans["configurations"]) == ["3d_fullres"]
+
+
+def test_sampling_probabilities_follow_the_targeted_oversampling(trained: dict) -> None:
+    table = stage2_dataset.read_classification(trained["root"] / "nnUNet_preprocessed" / "Dataset201_Stage2Cube")
+    locations = table[list(LOCATIONS)].to_numpy()
+    counts = locations.sum(0)
+    ids = list(table.index[:6])
+    p = stage2_dataset.sampling_probabilities(table, ids)
+    by_hand = []
+    for uid in ids:
+        hits = np.flatnonzero(table.loc[uid, list(LOCATIONS)].to_numpy() > 0)
+        by_hand.append(1.0 + (np.mean(300.0 / counts[hits]) if len(hits) else 0.0))
+    assert np.allclose(p, np.array(by_hand) / sum(by_hand))
+    assert np.allclose(case_sampling_weights(locations)[:6], by_hand)
+    with pytest.raises(KeyError, match="classification"):
+        stage2_dataset.sampling_probabilities(table, ["not-a-case"])
+
+
+def test_scoring_skips_single_class_columns_and_scores_when_all_are_two_class() -> None:
+    cases = [f"c{i}" for i in range(4)]
+    truth = pd.DataFrame([[i % 2] * 14 for i in range(4)], index=cases, columns=list(LABEL_COLUMNS), dtype=float)
+    predictions = pd.DataFrame([[0.1 + 0.2 * i] * 14 for i in range(4)], index=cases, columns=list(LABEL_COLUMNS))
+    aucs, skipped, score = score_predictions(predictions, truth)
+    assert skipped == [] and score == pytest.approx(0.75) and aucs[LABEL_COLUMNS[0]] == pytest.approx(0.75)
+    truth[LOCATIONS[3]] = 0.0
+    aucs, skipped, score = score_predictions(predictions, truth)
+    assert skipped == [LOCATIONS[3]] and score is None and len(aucs) == 13
+
+
+# ---- training ----------------------------------------------------------------------------------------
+
+def test_train3d_learns_reports_and_leaves_the_model_contract(trained: dict) -> None:
+    found = trained["jobs"]["train3d"]
+    assert found[-1] == {"type": "finished", "status": "succeeded"}
+    loss = metrics(found, "train_loss")
+    assert [s for s, _ in loss] == [0, 1, 2]
+    assert loss[-1][1] < loss[0][1], f"training loss did not go down: {loss}"
+    for name in ("val_loss", "pseudo_dice", "lr", "epoch_time", "val_modality_acc", "val_cases", "train_loss_seg1",
+                 "val_loss_present", "final_val_cases"):
+        assert metrics(found, name), f"no {name} metric"
+    lrs = [v for _, v in metrics(found, "lr")]
+    assert lrs[0] == pytest.approx(0.01) and lrs[0] > lrs[1] > lrs[2]  # PolyLR
+    # the 2-case validation fold has single-class columns: skipped and said so, no crash
+    assert any("AUC not computable" in m for m in logs(found))
+
+    out = artefacts(found)
+    model = Path(out["model"])
+    assert model.name.startswith("StageTwoTrainer__Stage2Plans_train3d_s16_") and model.name.endswith("__3d_fullres")
+    assert Path(out["checkpoint"]) == model / "fold_0" / "checkpoint_final.pth"
+    spec = read_network_json(model)
+    assert spec["kwargs"]["features"] == [4, 8, 16] and spec["size"] == 16 and spec["train_mirror_axes"] == [0, 1]
+    checkpoint = read_checkpoint(out["checkpoint"])
+    assert checkpoint["current_epoch"] == 3 and checkpoint["inference_allowed_mirroring_axes"] == (0, 1)
+    plans_arch = checkpoint["init_args"]["plans"]["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    assert plans_arch == spec["kwargs"]
+
+    network, _ = load_network(model)
+    assert not network.deep_supervision
+    for name, tensor in network.state_dict().items():
+        assert torch.equal(tensor, checkpoint["network_weights"][name])
+    heads = network.classify(torch.zeros(1, 1, 16, 16, 16), with_modality=True)
+    assert heads.cls_present.shape == (1, 1) and heads.cls_locations.shape == (1, 13) and heads.modality.shape == (1, 4)
+    predictions = pd.read_csv(model / "fold_0" / "validation" / "predictions.csv")
+    assert list(predictions.columns) == ["SeriesInstanceUID", *LABEL_COLUMNS] and len(predictions) == 2
+    assert predictions[list(LABEL_COLUMNS)].apply(lambda c: c.between(0, 1)).all().all()
+
+
+def test_finetunes_start_from_train3d_weights_only(trained: dict) -> None:
+    base = artefacts(trained["jobs"]["train3d"])["checkpoint"]
+    start = read_checkpoint(base)["network_weights"]
+    fresh = build_network(read_network_json(Path(base).parents[1]), deep_supervision=True).state_dict()
+    for stage, fold in (("finetune1", 0), ("finetune2", 1)):
+        found = trained["jobs"][stage]
+        assert found[-1]["status"] == "succeeded"
+        assert any(m.startswith(f"initialised the network from {base}") for m in logs(found))
+        out = artefacts(found)
+        model = Path(out["model"])
+        assert model.name.startswith(f"StageTwoTrainer__Stage2Plans_{stage}_s16_")
+        assert Path(out["checkpoint"]) == model / f"fold_{fold}" / "checkpoint_final.pth"
+        checkpoint = read_checkpoint(out["checkpoint"])
+        assert checkpoint["current_epoch"] == 1  # its own schedule: the epoch counter is not train3d's
+        assert [s for s, _ in metrics(found, "lr")] == [0] and metrics(found, "lr")[0][1] == pytest.approx(0.004)
+        tuned = checkpoint["network_weights"]
+        # two small steps away from train3d, far from any fresh initialisation
+        near = sum(float((tuned[k].float() - start[k].float()).norm()) for k in start if start[k].is_floating_point())
+        far = sum(float((tuned[k].float() - fresh[k].float()).norm()) for k in start if start[k].is_floating_point())
+        assert near < 0.2 * far
+    assert {json.loads(Path(artefacts(trained["jobs"][s])["network"]).read_text())["fold"]
+            for s in ("finetune1", "finetune2")} == {0, 1}
+
+
+def test_fixed_batch_overfits_with_the_training_loss_and_optimizer(trained: dict) -> None:
+    """Network + StageTwoLoss + the trainer's SGD settings on two real cases of the dataset."""
+    raw = trained["root"] / "nnUNet_raw" / "Dataset201_Stage2Cube"
+    table = pd.read_csv(raw / "classification.csv", dtype={"case": str}).set_index("case")
+    cases = list(table.index[:2])
+    read = lambda p: torch.from_numpy(sitk.GetArrayFromImage(sitk.ReadImage(str(p))).astype(np.float32))  # noqa: E731
+    x = torch.stack([read(raw / "imagesTr" / f"{c}_0000.nii.gz") for c in cases])[:, None]
+    y = torch.stack([read(raw / "labelsTr" / f"{c}.nii.gz") for c in cases])[:, None].long()
+    rows = table.loc[cases]
+    targets = (torch.tensor(rows["Aneurysm Present"].to_numpy(), dtype=torch.float32),
+               torch.tensor(rows[list(LOCATIONS)].to_numpy(), dtype=torch.float32),
+               torch.tensor(rows["modality"].to_numpy()))
+    torch.manual_seed(0)
+    network = build_network(read_network_json(Path(artefacts(trained["jobs"]["train3d"])["model"])), deep_supervision=True)
+    loss = StageTwoLoss(2)
+    optimizer = torch.optim.SGD(network.parameters(), 1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    values = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        total = loss(network(x), y, *targets).total
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
+        optimizer.step()
+        values.append(float(total.detach()))
+    assert values[-1] < 0.7 * values[0], values
+
+
+def test_resume_after_sigkill_continues_from_the_last_checkpoint(trained: dict) -> None:
+    root: Path = trained["root"]
+    params = {**SMALL, "batch_size": 1, "epochs": 5, "iterations": 2, "val_iterations": 1, "initial_lr": 0.01}
+    process = start_job(root, "killed", "train3d", params)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            done = [s for s, _ in metrics(events(root, "killed"), "train_loss")]
+            if done and max(done) >= 1:  # two epochs finished, checkpoint_latest written after each
+                break
+            assert process.poll() is None, "the job ended before it could be killed"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    killed = events(root, "killed")
+    assert process.returncode == -signal.SIGKILL and not any(e["type"] == "finished" for e in killed)
+    latest = [p for p in (root / "nnUNet_results" / "Dataset201_Stage2Cube").glob("*/fold_0/checkpoint_latest.pth")]
+    assert len(latest) == 1
+    saved_epoch = read_checkpoint(latest[0])["current_epoch"]
+    assert 2 <= saved_epoch < 5
+
+    resumed = run_job(root, "resumed", "train3d", params, resume=True)
+    assert any(m == f"resuming from {latest[0]}" for m in logs(resumed))
+    steps = [s for s, _ in metrics(resumed, "train_loss")]
+    assert steps == list(range(saved_epoch, 5))  # the epoch counter continues
+    final = Path(artefacts(resumed)["checkpoint"])
+    assert final.parent == latest[0].parent and read_checkpoint(final)["current_epoch"] == 5
+    assert not latest[0].exists()  # nnU-Net removes checkpoint_latest once final is written
+    assert sum(trained["seconds"].values()) < 600, trained["seconds"]
