@@ -33,7 +33,8 @@ nnU-Net layout
     reduced to ``3d_fullres`` with patch = ``size``^3, spacing 1 mm, z-score, batch size and our network's
     constructor kwargs as ``arch_kwargs`` (see :func:`stage_plans`); preprocessing by nnU-Net's
     ``DefaultPreprocessor``. The split is nnU-Net's 5-fold split (seed 12345), or a ``splits_final.json``
-    placed in the preprocessed folder by the user (kept while it names exactly the dataset's cases).
+    placed in the preprocessed folder by the user (kept while it names exactly the dataset's cases);
+    see :func:`write_split`.
 """
 from __future__ import annotations
 
@@ -325,17 +326,26 @@ def plan_and_preprocess(dataset_id: int, size: int, ctx: StageContext) -> None:
                        show_progress_bar=False)
 
 
-def _keep_or_drop_split(folder: Path, cases: list[str], ctx: StageContext) -> None:
+def write_split(folder: Path, cases: list[str], ctx: StageContext) -> None:
+    """``splits_final.json``: kept when the user's file names exactly the dataset's cases, else nnU-Net's
+    own split (``generate_crossval_split`` over the sorted cases, seed 12345, 5 folds or one per case
+    below 5 cases), written here once under the lock so that concurrent trainings never race to create it."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
     splits = folder / "splits_final.json"
-    if not splits.is_file():
-        return
-    try:
-        named = {c for fold in json.loads(splits.read_text()) for part in ("train", "val") for c in fold[part]}
-    except (json.JSONDecodeError, KeyError, TypeError):
-        named = set()
-    if named != set(cases):
-        ctx.reporter.log(f"{splits} does not name exactly the dataset's cases; nnU-Net will make a new 5-fold split")
-        splits.unlink()
+    if splits.is_file():
+        try:
+            named = {c for fold in json.loads(splits.read_text()) for part in ("train", "val") for c in fold[part]}
+        except (json.JSONDecodeError, KeyError, TypeError):
+            named = set()
+        if named == set(cases):
+            ctx.reporter.log(f"stage 2: keeping the split of {splits}")
+            return
+        ctx.reporter.log(f"{splits} does not name exactly the dataset's cases; writing nnU-Net's 5-fold split")
+    folds = generate_crossval_split(sorted(cases), seed=12345, n_splits=min(5, len(cases)))
+    partial = splits.with_suffix(".partial")
+    partial.write_text(json.dumps([{k: [str(c) for c in v] for k, v in f.items()} for f in folds], indent=2))
+    partial.replace(splits)
 
 
 def prepare_dataset(params: dict[str, Any], ctx: StageContext) -> Path:
@@ -372,7 +382,7 @@ def prepare_dataset(params: dict[str, Any], ctx: StageContext) -> Path:
         shutil.rmtree(raw, ignore_errors=True)
         building.rename(raw)
         preprocessed.mkdir(parents=True, exist_ok=True)
-        _keep_or_drop_split(preprocessed, cases, ctx)
+        write_split(preprocessed, cases, ctx)
         plan_and_preprocess(dataset_id, size, ctx)
         shutil.copyfile(raw / CLASSIFICATION_FILE, preprocessed / CLASSIFICATION_FILE)
         partial = done.with_suffix(".partial")

@@ -180,6 +180,42 @@ def test_prepare_image_zscores_the_crop_then_resizes_like_inference() -> None:
     assert set(np.unique(resized)) == {0, 20}  # nearest: no blended label values
 
 
+def _write_zyx(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), np.diag([-1.0, -1.0, 1.0, 1.0])), str(path))
+
+
+def test_case_labels_unknown_vessels_and_external_labels_on_crop_or_volume_grid(tmp_path: Path) -> None:
+    rois, external = tmp_path / "rois", tmp_path / "external"
+    row = pd.Series({"z0": 2, "z1": 6, "y0": 1, "y1": 6, "x0": 0, "x1": 6})
+    shape = (4, 5, 6)
+    aneurysm = np.zeros(shape, dtype=np.uint8)
+    aneurysm[1, 2, 3] = 16
+    _write_zyx(rois / "masks" / "a.nii.gz", aneurysm)
+    labels, source = stage2_dataset.case_labels(rois, "a", row, shape, None, True)
+    assert source == "no-vessels" and labels[1, 2, 3] == 16 and set(np.unique(labels)) == {16, UNKNOWN_VESSEL}
+    vessels = np.full(shape, 9, dtype=np.uint8)
+    _write_zyx(rois / "vessels" / "a.nii.gz", vessels)
+    labels, source = stage2_dataset.case_labels(rois, "a", row, shape, None, True)
+    assert source == "vessels" and labels[1, 2, 3] == 16 and (labels == 9).sum() == labels.size - 1  # aneurysm over vessel
+    # a negative series without a mask file: no aneurysm; a positive one: a clear error
+    assert stage2_dataset.case_labels(rois, "b", row, shape, None, False)[0].max() == UNKNOWN_VESSEL
+    with pytest.raises(FileNotFoundError, match="series c: .*Aneurysm Present"):
+        stage2_dataset.case_labels(rois, "c", row, shape, None, True)
+
+    volume = np.zeros((8, 7, 6), dtype=np.uint8)
+    volume[2:6, 1:6, 0:6] = 5
+    volume[3, 3, 3] = 20
+    _write_zyx(external / "a.nii.gz", volume)  # the whole converted volume's grid: cut with the roi box
+    labels, source = stage2_dataset.case_labels(rois, "a", row, shape, external, True)
+    assert source == "external" and labels.shape == shape and labels[1, 2, 3] == 20 and (labels == 5).sum() == labels.size - 1
+    _write_zyx(external / "a.nii.gz", np.full(shape, 27, dtype=np.uint8))  # the crop's grid: as is
+    assert (stage2_dataset.case_labels(rois, "a", row, shape, external, True)[0] == 27).all()
+    _write_zyx(external / "a.nii.gz", np.zeros((3, 3, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="neither the crop"):
+        stage2_dataset.case_labels(rois, "a", row, shape, external, True)
+
+
 def test_raw_dataset_labels_targets_and_plans(trained: dict) -> None:
     root: Path = trained["root"]
     raw = root / "nnUNet_raw" / "Dataset201_Stage2Cube"
