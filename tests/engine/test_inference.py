@@ -152,3 +152,16 @@ def test_device_preparation_matches_the_training_preparation() -> None:
     crop = block_volume(2)[2:18, 3:21, 1:20] * 3.0 - 50.0
     np.testing.assert_allclose(prepare_tensor(torch.from_numpy(crop), 32)[0, 0].numpy(), prepare_image(crop, 32),
                                rtol=0, atol=1e-6)
+
+
+def test_several_time_points_give_the_elementwise_max(predictor: Predictor, tmp_path: Path) -> None:
+    first, second = block_volume(3), block_volume(4)[:, ::-1, :] * 0.5 + 7.0
+    both = np.stack([v.transpose(2, 1, 0) for v in (first, second)], axis=-1)  # NIfTI (x, y, z, t)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(both), LPS), str(tmp_path / "4d.nii.gz"))
+    result = predictor.predict_series(tmp_path / "4d.nii.gz")
+    singles = [predictor.predict_series(save_zyx(v, tmp_path / f"t{i}.nii.gz")).probabilities
+               for i, v in enumerate((first, second))]
+    assert result.status == "ok" and result.timepoints == 2 and len(result.boxes) == 2
+    assert result.fallback == "timepoints:2"
+    assert not np.allclose(singles[0], singles[1])
+    np.testing.assert_allclose(result.probabilities, np.maximum(*singles), atol=1e-6)
