@@ -45,8 +45,8 @@ def configure_environment(workspace: WorkspaceLayout, processes: int | None = No
 
     ``processes`` (default: CPU count, at most 8) is nnU-Net's worker count for fingerprinting,
     preprocessing and export; data augmentation gets ``processes - 1`` workers, so a 2-core
-    machine augments in the main process. Values already set in the environment win, so a user
-    can still tune them. Returns the variables that were set.
+    machine augments in the main process. The three folders always come from the workspace; process
+    counts already set in the environment win, so a user can still tune them. Returns the values.
     """
     cores = os.cpu_count() or 1
     n = max(1, min(processes or cores, 8))
@@ -219,7 +219,7 @@ def build_trainer(trainer_class: type, plans: dict, configuration: str, fold: in
     :func:`train` loads the checkpoint.
     """
     plans = copy.deepcopy(plans)
-    plans["continue_training"] = resume  # nnU-Net >= 2.7 pops this key in __init__
+    plans["continue_training"] = resume  # nnU-Net 2.8 pops this key in __init__ (older ones ignore it)
     trainer = trainer_class(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
                             device=device)
     (settings or TrainerSettings()).apply(trainer)
@@ -252,14 +252,14 @@ def read_checkpoint(path: Path | str, device: "torch.device | str" = "cpu") -> d
         return torch.load(Path(path), map_location=device, weights_only=True)
 
 
-def train(trainer: Any, resume: bool = False, validate: bool = True, log: Reporter | None = None) -> Path:
+def train(trainer: Any, resume: bool = False, validate: bool = True) -> Path:
     """Run (or continue) a training; returns the final checkpoint.
 
     With ``resume`` the checkpoint picked by :func:`resume_checkpoint` is loaded first (a finished
     run with more epochs requested continues from its final checkpoint, like ``--c``).
     ``validate`` runs nnU-Net's full-case validation afterwards (``validation/summary.json``).
     """
-    reporter = log or trainer.reporter
+    reporter = getattr(trainer, "reporter", None)
     checkpoint = resume_checkpoint(trainer.output_folder) if resume else None
     if resume and reporter is not None:
         reporter.log(f"resuming from {checkpoint}" if checkpoint else "resume: no checkpoint yet, starting fresh")

@@ -6,7 +6,8 @@ Gaussian weighting, no mirroring), resampled back and arg-maxed; the slice boxes
 :func:`engine.stage1.fusion.fuse`. The model is loaded once per job.
 
 Outputs in ``ctx.workspace.rois(dataset, split)``: ``rois.csv`` (half-open voxel ranges on the
-(z, y, x) array, the same in mm from the first voxel, the fallback taken, seconds of inference) and
+(z, y, x) array, the same in mm from the first voxel, the fallback taken, the slices that contributed,
+seconds of inference without file reading and writing) and
 the cropped ``images/``, ``masks/`` and ``vessels/`` files. Afterwards the coverage check: the
 fraction of localizer points inside their series' box, overall and per modality, as metrics.
 """
