@@ -105,16 +105,18 @@ def soft_dice(probs: Tensor, target: Tensor, aneurysm_class: int | None, smooth:
         onehot.scatter_(1, torch.where(known, target, 0).unsqueeze(1), 1.0)
         onehot.mul_(known.unsqueeze(1))
         onehot = onehot[:, 1:]
-        mask = (target != IGNORE).unsqueeze(1).float()
+        ignored = target == IGNORE
+        mask = (~ignored).unsqueeze(1).float() if bool(ignored.any()) else None
         sum_gt = onehot.sum(axes)
         valid = torch.ones(sum_gt.shape, dtype=torch.bool, device=probs.device)
-        valid &= mask.flatten(1).sum(1, keepdim=True) > 0
+        if mask is not None:
+            valid &= mask.flatten(1).sum(1, keepdim=True) > 0
         partial = (target == NOT_ANEURYSM).flatten(1).any(1)
         if aneurysm_class is not None and bool(partial.any()):
             vessel_channels = torch.ones(n_classes - 1, dtype=torch.bool, device=probs.device)
             vessel_channels[aneurysm_class - 1] = False
             valid &= ~(partial[:, None] & vessel_channels[None, :])
-    fg = probs[:, 1:] * mask
+    fg = probs[:, 1:] if mask is None else probs[:, 1:] * mask
     intersect = (fg * onehot).sum(axes, dtype=torch.float32)
     sum_pred = fg.sum(axes, dtype=torch.float32)
     dice = (2 * intersect + smooth) / (sum_gt + sum_pred + smooth).clamp_min(1e-8)

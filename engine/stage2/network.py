@@ -112,7 +112,7 @@ def _up_step(transpconv: nn.Module, block: nn.Module, x: Tensor, skip: Tensor) -
 def _per_stage(value: int | Sequence[Any], n: int, name: str) -> list[Any]:
     values = [value] * n if isinstance(value, int) else list(value)
     if len(values) != n:
-        raise ValueError(f"{name} needs one entry per encoder stage ({n}), got {len(values)}: {values}")
+        raise ValueError(f"{name} needs {n} entries, got {len(values)}: {values}")
     return values
 
 
@@ -161,8 +161,7 @@ class ResEncoderUNetTwoSegWithCls(nn.Module):
         blocks = _per_stage(blocks, n, "blocks")
         strides = _per_stage(strides if strides is not None else [1] + [2] * (n - 1), n, "strides")
         kernels = _per_stage(kernel_sizes, n, "kernel_sizes")
-        dec_convs = _per_stage(decoder_convs, n - 1, "decoder_convs") if not isinstance(decoder_convs, int) \
-            else [decoder_convs] * (n - 1)
+        dec_convs = _per_stage(decoder_convs, n - 1, "decoder_convs")
 
         self.in_channels = in_channels
         self.out_channels_1 = out_channels_1
