@@ -114,10 +114,12 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         load_initial_weights(trainer, init_checkpoint(params["init_from"], params["fold"], ctx), ctx)
     ctx.reporter.log(f"{stage}: {dataset_name(params['dataset_id'])}, plans {name}, fold {params['fold']}, "
                      f"{params['epochs']} epochs x {params['iterations']} iterations on {device}")
-    final = train(trainer, resume=ctx.resume, validate=True)
-
+    # written first, so that the checkpoints of an interrupted run can be loaded as well
     model = Path(trainer.output_folder_base)
     spec = network_spec(network_kwargs(params["features"], params["blocks"]), params["size"], stage, params["fold"])
-    ctx.reporter.artefact("network", write_network_json(model, spec))
+    network_file = write_network_json(model, spec)
+    final = train(trainer, resume=ctx.resume, validate=True)
+
+    ctx.reporter.artefact("network", network_file)
     ctx.reporter.artefact("model", model)
     ctx.reporter.artefact("checkpoint", final)

@@ -4,8 +4,9 @@ Import this module only after ``engine.nnunet_runtime.configure_environment`` (i
 trainer, which reads its folders from the environment at import time).
 
 What differs from ``nnUNetTrainer`` and why (everything else is nnU-Net's: data loading, the default
-3D augmentation, SGD Nesterov momentum 0.99 / weight decay 3e-5, PolyLR 0.9, mixed precision and
-gradient-norm clipping at 12 on CUDA only, the 5-fold split, checkpoints):
+3D augmentation, SGD Nesterov momentum 0.99 / weight decay 3e-5, PolyLR 0.9, mixed precision (autocast
+and grad scaler) on CUDA only, gradient-norm clipping at 12 on every device as nnU-Net does, so CPU and
+GPU runs follow the same optimisation, the 5-fold split, checkpoints):
 
 * network: ``ResEncoderUNetTwoSegWithCls`` built from the plans' ``arch_kwargs`` (nnU-Net's label count
   is not used: the decoders have 15 and 14 channels by design);
