@@ -18,7 +18,7 @@ import pytest
 
 from engine.context import StageContext
 from engine.data import convert
-from engine.nnunet_runtime import read_checkpoint
+from engine.nnunet_runtime import load_predictor, read_checkpoint
 from engine.stage1 import dataset, roi, train
 from engine.stages import get_stage
 
@@ -76,10 +76,13 @@ def test_tiny_training_learns_reports_and_leaves_an_nnunet_results_folder(traine
     assert predictor.configuration_manager.patch_size == plans["patch_size"]
 
 
-def test_roi_boxes_cover_held_out_localizers_and_crops_match(trained: dict) -> None:
+def test_roi_boxes_cover_held_out_localizers_and_crops_match(trained: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = StageContext.for_folder(trained["ctx"].workspace.root, job_id="roi")
     model = trained["train"].artefacts["model"]
+    loads = []
+    monkeypatch.setattr(roi, "load_predictor", lambda *a, **k: loads.append(a) or load_predictor(*a, **k))
     roi.run(get_stage("roi").resolve("tiny", {"dataset": trained["name"], "model": model, "device": "cpu"}), ctx)
+    assert len(loads) == 1  # the model is loaded once per job, not per series
     out = ctx.workspace.rois(trained["name"], "train")
     table = pd.read_csv(out / "rois.csv", dtype={"SeriesInstanceUID": str}, keep_default_na=False)
     converted = trained["converted"]
@@ -139,8 +142,14 @@ def test_roi_on_real_scans(trained: dict, shared_data: Path, tmp_path: Path) -> 
         shapes[uid] = img.shape[::-1]  # (z, y, x)
     assert shapes["mr"] == (120, 512, 512)
 
-    roi.run(get_stage("roi").resolve("tiny", {"dataset": "real", "split": "test", "device": "cpu",
-                                              "model": trained["train"].artefacts["model"], "margin": 2}), ctx)
+    # model '' = the latest successful train2d job of the workspace, found from its job folder
+    job = ctx.workspace.job_dir("train2d")
+    (job / "spec.json").write_text(json.dumps({"id": "train2d", "stage": "train2d", "created": "2026-01-01T00:00:00"}))
+    (job / "events.jsonl").write_text("\n".join(json.dumps(e) for e in [
+        {"type": "artefact", "name": "model", "path": trained["train"].artefacts["model"]},
+        {"type": "finished", "status": "succeeded"}]) + "\n")
+    roi.run(get_stage("roi").resolve("tiny", {"dataset": "real", "split": "test", "device": "cpu", "margin": 2}), ctx)
+    assert trained["train"].artefacts["model"] in ctx.reporter.of_type("log")[0]["message"]
     table = pd.read_csv(ctx.workspace.rois("real", "test") / "rois.csv", keep_default_na=False).set_index("SeriesInstanceUID")
     assert sorted(table.index) == sorted(sources)
     for uid, shape in shapes.items():
