@@ -107,7 +107,8 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     others = [p for p in ctx.workspace.nnunet_raw.glob(f"Dataset{params['dataset_id']:03d}_*") if p != final]
     if others:
         raise FileExistsError(f"nnU-Net dataset id {params['dataset_id']} is taken by {others[0]}; choose another dataset_id")
-    building = final.with_name(final.name + ".building")
+    # a hidden name: nnU-Net finds datasets by the "DatasetNNN_" prefix and must never see this one
+    building = final.with_name(f".building-{final.name}")
     shutil.rmtree(building, ignore_errors=True)
     (building / "imagesTr").mkdir(parents=True)
     (building / "labelsTr").mkdir()
