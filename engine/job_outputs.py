@@ -65,9 +65,9 @@ def latest_artefact(workspace: WorkspaceLayout, stage: str, name: str) -> Path:
 
 
 def resolve_job_artefact(workspace: WorkspaceLayout, ref: str, name: str) -> Path:
-    """A job id (``jobs/<id>``) or a plain path, turned into the path of artefact ``name``."""
+    """A job id (digits: ``jobs/<id>``) or a plain path, turned into the path of artefact ``name``."""
     job_dir = workspace.job_dir(ref)
-    if job_dir.is_dir():
+    if ref.isdigit() and job_dir.is_dir():
         record = read_job(job_dir)
         if record is None or name not in record.artefacts:
             raise FileNotFoundError(f"job {ref} has no '{name}' artefact")

@@ -148,9 +148,6 @@ def model_folder_of(ctx: StageContext, ref: str) -> Path:
     """The results folder named by ``ref``: a path, a train2d job id, or '' for the latest train2d job."""
     if not ref:
         return latest_artefact(ctx.workspace, "train2d", "model")
-    path = Path(ref).expanduser()
-    if path.is_dir() and (path / "plans.json").is_file():
-        return path
     return resolve_job_artefact(ctx.workspace, ref, "model")
 
 
