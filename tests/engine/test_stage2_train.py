@@ -37,7 +37,6 @@ from engine.stage2.losses import StageTwoLoss
 from engine.stage2.model_files import build_network, load_network, read_network_json
 from engine.stage2.scoring import score_predictions
 from engine.stage2.targets import UNKNOWN_VESSEL, case_sampling_weights
-from engine.stages import get_stage
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"size": 16, "features": "4,8,16", "blocks": "1,1,1", "device": "cpu", "dataset_id": 201}
