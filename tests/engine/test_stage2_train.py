@@ -34,9 +34,10 @@ from engine.stage1.fusion import Box3D
 from engine.stage1.roi import save_crop, write_table
 from engine.stage2 import dataset as stage2_dataset
 from engine.stage2.losses import StageTwoLoss
-from engine.stage2.model_files import build_network, load_network, read_network_json
+from engine.stage2.model_files import build_network, load_network, network_spec, read_network_json
 from engine.stage2.scoring import score_predictions
 from engine.stage2.targets import UNKNOWN_VESSEL, case_sampling_weights
+from engine.stages import get_stage
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"size": 16, "features": "4,8,16", "blocks": "1,1,1", "device": "cpu", "dataset_id": 201}
@@ -269,6 +270,21 @@ def test_sampling_probabilities_follow_the_targeted_oversampling(trained: dict) 
     assert np.allclose(case_sampling_weights(locations)[:6], by_hand)
     with pytest.raises(KeyError, match="classification"):
         stage2_dataset.sampling_probabilities(table, ["not-a-case"])
+
+
+def test_full_profile_plans_build_the_submitted_network() -> None:
+    """The full profile's parameters, through the plans / network.json path, give the 109,359,299-parameter network."""
+    params = get_stage("train3d").resolve("full")
+    stage2_dataset.check_size(params["size"], len(params["features"]))
+    base = {"configurations": {"3d_fullres": {"batch_size": 0, "patch_size": [0, 0, 0], "architecture": {}}}}
+    plans = stage2_dataset.stage_plans(base, "p", params["size"], params["batch_size"], params["features"], params["blocks"])
+    config = plans["configurations"]["3d_fullres"]
+    assert config["patch_size"] == [224] * 3 and config["batch_size"] == 2
+    spec = network_spec(config["architecture"]["arch_kwargs"], params["size"], "train3d", 0)
+    network = build_network(spec, deep_supervision=True)
+    assert sum(p.numel() for p in network.parameters()) == 109_359_299 and len(network.state_dict()) == 583
+    with pytest.raises(ValueError, match="multiple of 32"):
+        stage2_dataset.check_size(200, 6)
 
 
 def test_scoring_skips_single_class_columns_and_scores_when_all_are_two_class() -> None:
