@@ -149,7 +149,7 @@ _DEVICE = P("device", "str", "Torch device: auto (CUDA when present), cuda or cp
 _TRAIN3D_PARAMS = (
     _DATASET,
     P("dataset_id", "int", "nnU-Net dataset number of the stage-2 3D dataset (shared by train3d and the fine-tunes)"),
-    P("fold", "int", "Cross-validation fold (nnU-Net 5-fold split, seed 12345)"),
+    P("fold", "int", "Cross-validation fold (nnU-Net 5-fold split, seed 12345), or -1 for all cases"),
     P("size", "int", "Edge of the cubic network input in voxels (crops are resized to size^3)"),
     P("features", "ints", "Encoder features per stage"),
     P("blocks", "ints", "Residual blocks per encoder stage"),

@@ -46,7 +46,7 @@ def plans_name(stage: str, params: dict[str, Any]) -> str:
     return f"{BASE_PLANS}_{stage}_s{int(params['size'])}_{hashlib.sha1(shape.encode()).hexdigest()[:6]}"
 
 
-def init_checkpoint(ref: str, fold: int, ctx: StageContext) -> Path:
+def init_checkpoint(ref: str, fold: int | str, ctx: StageContext) -> Path:
     """The checkpoint ``init_from`` names: a stage, a job id, a checkpoint file or a results folder."""
     from engine.stages import STAGES
 
@@ -105,18 +105,19 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
 
     settings = TrainerSettings(epochs=params["epochs"], iterations=params["iterations"],
                                val_iterations=params["val_iterations"], initial_lr=params["initial_lr"])
-    trainer = build_trainer(StageTwoTrainer, plans, CONFIGURATION, params["fold"],
+    fold = "all" if params["fold"] == -1 else params["fold"]
+    trainer = build_trainer(StageTwoTrainer, plans, CONFIGURATION, fold,
                             load_json(str(preprocessed / "dataset.json")), device, settings, ctx.reporter,
                             resume=ctx.resume)
     resuming = ctx.resume and resume_checkpoint(trainer.output_folder) is not None
     if params["init_from"] and not resuming:
         trainer.initialize()
-        load_initial_weights(trainer, init_checkpoint(params["init_from"], params["fold"], ctx), ctx)
-    ctx.reporter.log(f"{stage}: {dataset_name(params['dataset_id'])}, plans {name}, fold {params['fold']}, "
+        load_initial_weights(trainer, init_checkpoint(params["init_from"], fold, ctx), ctx)
+    ctx.reporter.log(f"{stage}: {dataset_name(params['dataset_id'])}, plans {name}, fold {fold}, "
                      f"{params['epochs']} epochs x {params['iterations']} iterations on {device}")
     # written first, so that the checkpoints of an interrupted run can be loaded as well
     model = Path(trainer.output_folder_base)
-    spec = network_spec(network_kwargs(params["features"], params["blocks"]), params["size"], stage, params["fold"])
+    spec = network_spec(network_kwargs(params["features"], params["blocks"]), params["size"], stage, fold)
     network_file = write_network_json(model, spec)
     final = train(trainer, resume=ctx.resume, validate=True)
 
