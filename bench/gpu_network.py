@@ -176,7 +176,8 @@ def main() -> int:
                   else "peak memory n/a on CPU")
         print(f"  {config.name:28s} step {result.step_s:6.3f} s  {memory}  loss {result.loss:.4f}", flush=True)
     tta = inference_seconds(args, device)
-    print(f"classification-only forward, 8 TTA views (batch 8, fp16): {tta:.3f} s")
+    precision = "fp16 autocast" if device.type == "cuda" else "float32"
+    print(f"classification-only forward, 8 TTA views (batch 8, {precision}): {tta:.3f} s")
     if args.json:
         payload = {"size": args.size, "batch": args.batch, "steps": args.steps, "device": str(device),
                    "results": [asdict(r) for r in results], "tta8_classify_s": tta}
