@@ -76,6 +76,16 @@ def test_outputs_with_deep_supervision_on_and_off():
     torch.testing.assert_close(off.cls_locations, out.cls_locations)
 
 
+def test_tiny_profile_builds_a_working_network():
+    params = STAGES["train3d"].defaults("tiny")
+    net = ResEncoderUNetTwoSegWithCls.from_params(params)
+    size = params["size"]
+    out = net(torch.randn(params["batch_size"], 1, size, size, size))  # training mode, as the trainer runs it
+    assert len(out.seg1) == len(out.seg2) == len(params["features"]) - 1
+    assert out.seg1[0].shape[2:] == (size, size, size)
+    assert out.cls_locations.shape == (params["batch_size"], 13)
+
+
 def test_other_sizes_are_parameters():
     net = ResEncoderUNetTwoSegWithCls(in_channels=2, features=[8, 16, 16], blocks=[1, 1, 1], strides=[1, 2, 2],
                                       kernel_sizes=[3, 3, 1], cls_query_nums=(3, 5), modality_queries=2,
