@@ -21,7 +21,12 @@ import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import nn
 
-from engine.stage2.network import FULL_BLOCKS, FULL_FEATURES, OUT_CHANNELS_1, ResEncoderUNetTwoSegWithCls
+from engine.stage2.network import (
+    FULL_BLOCKS,
+    FULL_FEATURES,
+    OUT_CHANNELS_1,
+    ResEncoderUNetTwoSegWithCls,
+)
 
 
 def baseline() -> nn.Module:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
 from engine.stage2.losses import StageTwoLoss
 from engine.stage2.network import ResEncoderUNetTwoSegWithCls
 
@@ -104,11 +105,13 @@ def run(config: Config, args: argparse.Namespace, device: torch.device) -> Resul
         return Result(config.name, seconds, alloc, reserved, loss)
     except torch.OutOfMemoryError as exc:
         return Result(config.name, None, None, None, None, f"out of memory: {str(exc).splitlines()[0]}")
-    finally:
-        del net, optimizer
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
+
+
+def release(device: torch.device) -> None:
+    """Free what the previous configuration left, so that each peak is its own."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def inference_seconds(args: argparse.Namespace, device: torch.device) -> float:
@@ -124,10 +127,6 @@ def inference_seconds(args: argparse.Namespace, device: torch.device) -> float:
             net.classify(x)
         if device.type == "cuda":
             torch.cuda.synchronize()
-    del net
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return (time.perf_counter() - start) / 3
 
 
@@ -167,6 +166,7 @@ def main() -> int:
     results = []
     for config in configs:
         result = run(config, args, device)
+        release(device)
         results.append(result)
         if result.step_s is None:
             print(f"  {config.name:28s} {result.note}")

@@ -27,8 +27,13 @@ from typing import Any, NamedTuple
 
 import torch
 from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
-from dynamic_network_architectures.building_blocks.residual import BasicBlockD, StackedResidualBlocks
-from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from dynamic_network_architectures.building_blocks.residual import (
+    BasicBlockD,
+    StackedResidualBlocks,
+)
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import (
+    StackedConvBlocks,
+)
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -173,11 +178,11 @@ class ResEncoderUNetTwoSegWithCls(nn.Module):
         self.activation_checkpointing = activation_checkpointing
 
         conv = nn.Conv3d
-        layer_kw: dict[str, Any] = dict(
-            conv_bias=conv_bias, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
-            dropout_op=None, dropout_op_kwargs=None, nonlin=nn.LeakyReLU,
-            nonlin_kwargs={"negative_slope": 1e-2, "inplace": True},
-        )
+        layer_kw: dict[str, Any] = {
+            "conv_bias": conv_bias, "norm_op": nn.InstanceNorm3d, "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": nn.LeakyReLU,
+            "nonlin_kwargs": {"negative_slope": 1e-2, "inplace": True},
+        }
 
         self.conv_encoder_blocks = nn.ModuleList(
             StackedResidualBlocks(blocks[i], conv, in_channels if i == 0 else features[i - 1], features[i],
@@ -261,8 +266,10 @@ class ResEncoderUNetTwoSegWithCls(nn.Module):
                 x1 = x2 = self._run(partial(_up_step, self.transpconvs[s], self.decoder_blocks[s]), x1, skip)
             else:
                 b = s - self.shared_decoder_stages
-                x1 = self._run(partial(_up_step, self.transpconvs_last_two_1[b], self.decoder_blocks_last_two_1[b]), x1, skip)
-                x2 = self._run(partial(_up_step, self.transpconvs_last_two_2[b], self.decoder_blocks_last_two_2[b]), x2, skip)
+                step1 = partial(_up_step, self.transpconvs_last_two_1[b], self.decoder_blocks_last_two_1[b])
+                step2 = partial(_up_step, self.transpconvs_last_two_2[b], self.decoder_blocks_last_two_2[b])
+                x1 = self._run(step1, x1, skip)
+                x2 = self._run(step2, x2, skip)
             if self.deep_supervision or last:
                 seg1.append(self.seg_layers_1[s](x1))
                 seg2.append(self.seg_layers_2[s](x2))

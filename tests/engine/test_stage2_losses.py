@@ -6,7 +6,9 @@ import math
 
 import pytest
 import torch
-from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import (
+    DownsampleSegForDSTransform,
+)
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
@@ -21,7 +23,13 @@ from engine.stage2.losses import (
     weighted_cross_entropy,
 )
 from engine.stage2.network import ResEncoderUNetTwoSegWithCls, StageTwoOutput
-from engine.stage2.targets import IGNORE, NOT_ANEURYSM, UNKNOWN_VESSEL, combine_labels, decoder1_target
+from engine.stage2.targets import (
+    IGNORE,
+    NOT_ANEURYSM,
+    UNKNOWN_VESSEL,
+    combine_labels,
+    decoder1_target,
+)
 
 LN2, LN3 = math.log(2), math.log(3)
 S = 1e-5  # nnU-Net's Dice smooth
@@ -119,7 +127,7 @@ def test_deep_supervision_weights_and_downsampled_targets():
     with torch.no_grad():
         out = net(torch.randn(2, 1, 16, 16, 16))
     labels = torch.randint(0, 28, (2, 1, 16, 16, 16)).to(torch.uint8)
-    cls = dict(present=torch.tensor([1.0, 0.0]), locations=torch.zeros(2, 13), modality=torch.tensor([0, 1]))
+    cls = {"present": torch.tensor([1.0, 0.0]), "locations": torch.zeros(2, 13), "modality": torch.tensor([0, 1])}
     loss = StageTwoLoss(len(out.seg1))
     from_full = loss(out, labels, **cls)
     # nnU-Net's own DS transform (per sample, as its data loader does) gives the same loss.
@@ -176,7 +184,7 @@ def test_a_case_without_vessel_mask_never_teaches_no_vessel():
     assert (labels[1] == UNKNOWN_VESSEL).sum() == 6**3 - 8
     logits1 = torch.randn(2, 15, 6, 6, 6)
     logits2 = torch.randn(2, 14, 6, 6, 6)
-    cls = dict(present=torch.ones(2), locations=torch.zeros(2, 13), modality=torch.zeros(2, dtype=torch.long))
+    cls = {"present": torch.ones(2), "locations": torch.zeros(2, 13), "modality": torch.zeros(2, dtype=torch.long)}
     loss = StageTwoLoss(n_outputs=1)
 
     def parts(l1: torch.Tensor, l2: torch.Tensor):
