@@ -7,8 +7,8 @@ Two configurations, one stage-2 model each, 8 flip views, classification-only fo
   demo-cohort series of the tiny profile's size (64 pixels), read from DICOM.
 * ``full``: the submitted size (stage 2 at 224^3, 109 M parameters; stage 1 an nnU-Net default-size 2D
   net, features 32..512, patch 448^2, 0.55 x 0.50 mm) on a real 120-slice 512^2 MR series from
-  ``../shared/data`` (``niivue-demo-images/dicom``), read from DICOM. Slow on a CPU: about 3 minutes per
-  view on a loaded 2-core machine, so one series.
+  ``../shared/data`` (``niivue-demo-images/dicom``), read from DICOM. Slow on a CPU: about 2 minutes per
+  view with the one torch thread ``select_device`` leaves on a 2-core machine, so one series.
 
 Baseline measured in the same run: the same predictor with 1 view, so the ratio shows what the
 8-view TTA costs (ideally 8x for stage 2; reading and stage 1 are shared).
@@ -16,6 +16,10 @@ Baseline measured in the same run: the same predictor with 1 view, so the ratio 
     .venv/bin/python bench/bench_inference.py                      # tiny (4 series) and full (1 series)
     .venv/bin/python bench/bench_inference.py --skip-full          # tiny only, seconds
     .venv/bin/python bench/bench_inference.py --full-views 1       # full size, 1 view only (quick look)
+
+Measured 2026-11-27 on the shared 2-core build machine (1 torch thread, other jobs running): tiny 0.42 s per
+series (1 view 0.36 s); full 1015 s per series with 8 views (read 1.5, stage 1 44, stage 2 970; the first
+call includes initialisation), 119 s with 1 view.
 
 Prints one line per timed series (read / stage 1 / stage 2 / total seconds) and a summary per
 configuration. The stage-1 stand-in is the pointwise "threshold" network (real nnU-Net predictor,
