@@ -94,6 +94,16 @@ def test_tables_have_competition_headers_and_planned_counts(demo_cohort: Path) -
     assert {p.parent.name for p in (demo_cohort / "test" / "series").glob("*/*.dcm")} == test_uids
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_held_out_split_can_be_scored(seed: int) -> None:
+    """Every location column of the default cohort's test split has both classes (metric defined)."""
+    plans = [p for p in plan_cohort(40, seed, 0.25, False, ("score test",)) if p.split == "test"]
+    for loc in range(len(LOCATIONS)):
+        assert any(loc in p.locations for p in plans), LOCATIONS[loc]
+        assert any(loc not in p.locations for p in plans), LOCATIONS[loc]
+    assert all(1 <= len(p.locations) <= 5 for p in plans if p.positive)
+
+
 def test_cohort_plan_follows_competition_frequencies() -> None:
     plans = plan_cohort(3000, 5, 0.2, False, ("frequency test",))
     counts = Counter(p.modality for p in plans)
