@@ -25,8 +25,14 @@ class EvaluationError(ValueError):
     """Predictions and truth that cannot be scored; the message names the column or series."""
 
 
-def column_aucs(predictions: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
-    """ROC AUC of each of the 14 label columns, rows matched by ``SeriesInstanceUID``."""
+def evaluate(predictions: pd.DataFrame, truth: pd.DataFrame, skip_single_class: bool = False) -> dict[str, Any]:
+    """Score and per-column AUCs (as written to ``metrics.json``), rows matched by ``SeriesInstanceUID``.
+
+    A column holding one class only in ``truth`` has no AUC: by default that is an error naming
+    the column, as for a submission. With ``skip_single_class`` (small validation folds, a demo's
+    held-out split) such columns are listed in ``single_class_columns`` instead, the others are
+    scored, and ``score`` is None unless all 14 columns were scorable.
+    """
     _check_columns(predictions, "predictions")
     _check_columns(truth, "truth")
     pred = predictions.set_index(KEY)
@@ -36,29 +42,28 @@ def column_aucs(predictions: pd.DataFrame, truth: pd.DataFrame) -> dict[str, flo
         raise EvaluationError(f"{len(missing)} series of the truth have no prediction, e.g. {', '.join(missing[:3])}")
     pred = pred.loc[true.index]
     aucs: dict[str, float] = {}
+    single: list[str] = []
     for column in LABEL_COLUMNS:
         labels = true[column].to_numpy()
         classes = np.unique(labels)
         if len(classes) < 2:
+            if skip_single_class:
+                single.append(column)
+                continue
             only = "positives" if classes.size and classes[0] == 1 else "negatives"
             raise EvaluationError(f"column '{column}' has only {only} in the truth; its AUC is undefined")
         scores = pred[column].to_numpy(dtype=float)
         if not np.isfinite(scores).all():
             raise EvaluationError(f"column '{column}' of the predictions holds NaN or infinite values")
         aucs[column] = float(roc_auc_score(labels, scores))
-    return aucs
+    score = None if single else competition_score(aucs)
+    return {"score": score, "auc": aucs, "n_series": int(len(true)), "single_class_columns": single}
 
 
 def competition_score(aucs: dict[str, float]) -> float:
     """Weighted mean of the column AUCs with the official weights."""
     total = sum(COLUMN_WEIGHTS.values())
     return float(sum(COLUMN_WEIGHTS[c] * aucs[c] for c in LABEL_COLUMNS) / total)
-
-
-def evaluate(predictions: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
-    """Score and per-column AUCs, as written to ``metrics.json``."""
-    aucs = column_aucs(predictions, truth)
-    return {"score": competition_score(aucs), "auc": aucs, "n_series": int(len(truth))}
 
 
 def _check_columns(frame: pd.DataFrame, what: str) -> None:

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from engine.context import StageContext
 from engine.data.kaggle import KaggleDataset, KaggleSchemaError
@@ -106,16 +105,12 @@ def score(predictions: pd.DataFrame, truth_path: Path, out: Path, ctx: StageCont
     if truth.empty:
         ctx.reporter.log(f"no predicted series is in {truth_path.name}: nothing to score")
         return
-    single = [c for c in LABEL_COLUMNS if truth[c].nunique() < 2]
-    if not single:
-        result = evaluate(scored, truth)
+    result = evaluate(scored, truth, skip_single_class=True)
+    if result["score"] is not None:
         ctx.reporter.metric("score", result["score"])
         ctx.reporter.log(f"score {result['score']:.4f} on {result['n_series']} series")
     else:
-        by_key = scored.set_index(KEY).loc[truth[KEY]]
-        result = {"score": None, "n_series": int(len(truth)), "auc": {
-            c: float(roc_auc_score(truth[c].to_numpy(), by_key[c].to_numpy(dtype=float)))
-            for c in LABEL_COLUMNS if c not in single}, "single_class_columns": single}
+        single = result["single_class_columns"]
         ctx.reporter.log(f"no score: {len(single)} column(s) have a single class among these {len(truth)} series "
                          f"(AUC undefined): {', '.join(single)}; the other columns' AUCs are reported")
     for column, auc in result["auc"].items():

@@ -49,11 +49,11 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from engine.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS
+from engine.metrics import KEY, evaluate
 from engine.nnunet_runtime import ReportingMixin
 from engine.stage2.dataset import MODALITY_COLUMN, read_classification, sampling_probabilities
 from engine.stage2.losses import StageTwoLoss
 from engine.stage2.network import ResEncoderUNetTwoSegWithCls
-from engine.stage2.scoring import score_predictions
 from engine.stage2.targets import NUM_CLASSES_1, decoder1_target
 
 #: Names of the loss parts, as reported (``train_loss_<part>``, ``val_loss_<part>``).
@@ -234,7 +234,9 @@ class StageTwoTrainer(ReportingMixin, nnUNetTrainer):
 
     def _report_heads(self, predictions: pd.DataFrame, truth: pd.DataFrame, hits: np.ndarray, prefix: str,
                       step: int) -> dict[str, Any]:
-        aucs, skipped, score = score_predictions(predictions, truth)
+        by_case = {name: frame.rename_axis(KEY).reset_index() for name, frame in (("p", predictions), ("t", truth))}
+        result = evaluate(by_case["p"], by_case["t"], skip_single_class=True)
+        aucs, skipped, score = result["auc"], result["single_class_columns"], result["score"]
         summary = {"cases": len(truth), "auc": aucs, "skipped_columns": skipped, "score": score,
                    "modality_accuracy": float(hits.mean()) if hits.size else None}
         if skipped != self._skipped_columns:

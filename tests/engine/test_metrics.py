@@ -65,3 +65,14 @@ def test_stage_writes_metrics_json_and_events(tmp_path) -> None:
     assert written["auc"] == pytest.approx(expected["auc"])
     assert ctx.reporter.metrics("score") == [pytest.approx(written["score"])]
     assert ctx.reporter.artefacts["metrics"] == str(ctx.job_dir / "metrics.json")
+
+
+def test_skip_single_class_scores_the_rest_and_withholds_the_score() -> None:
+    pred, truth = _frames()
+    full = evaluate(pred, truth, skip_single_class=True)
+    assert full["single_class_columns"] == [] and full["score"] == pytest.approx(evaluate(pred, truth)["score"])
+    truth["Basilar Tip"] = 0
+    partial = evaluate(pred, truth, skip_single_class=True)
+    assert partial["single_class_columns"] == ["Basilar Tip"] and partial["score"] is None
+    assert set(partial["auc"]) == set(LABEL_COLUMNS) - {"Basilar Tip"}
+    assert partial["auc"]["Aneurysm Present"] == pytest.approx(full["auc"]["Aneurysm Present"])

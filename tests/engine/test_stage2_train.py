@@ -35,7 +35,6 @@ from engine.stage1.roi import save_crop, write_table
 from engine.stage2 import dataset as stage2_dataset
 from engine.stage2.losses import StageTwoLoss
 from engine.stage2.model_files import build_network, load_network, network_spec, read_network_json
-from engine.stage2.scoring import score_predictions
 from engine.stage2.targets import UNKNOWN_VESSEL, case_sampling_weights
 from engine.stages import get_stage
 
@@ -287,17 +286,6 @@ def test_full_profile_plans_build_the_submitted_network() -> None:
     assert sum(p.numel() for p in network.parameters()) == 109_359_299 and len(network.state_dict()) == 583
     with pytest.raises(ValueError, match="multiple of 32"):
         stage2_dataset.check_size(200, 6)
-
-
-def test_scoring_skips_single_class_columns_and_scores_when_all_are_two_class() -> None:
-    cases = [f"c{i}" for i in range(4)]
-    truth = pd.DataFrame([[i % 2] * 14 for i in range(4)], index=cases, columns=list(LABEL_COLUMNS), dtype=float)
-    predictions = pd.DataFrame([[0.1 + 0.2 * i] * 14 for i in range(4)], index=cases, columns=list(LABEL_COLUMNS))
-    aucs, skipped, score = score_predictions(predictions, truth)
-    assert skipped == [] and score == pytest.approx(0.75) and aucs[LABEL_COLUMNS[0]] == pytest.approx(0.75)
-    truth[LOCATIONS[3]] = 0.0
-    aucs, skipped, score = score_predictions(predictions, truth)
-    assert skipped == [LOCATIONS[3]] and score is None and len(aucs) == 13
 
 
 # ---- training ----------------------------------------------------------------------------------------
