@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ def _apply(conn: Any, job_id: int, status: str, events: list[dict[str, Any]]) ->
             if e.get("message"):
                 job["message"] = str(e["message"])
         elif kind == "metric":
-            metrics.append((job_id, e.get("step"), str(e["name"]), float(e["value"]), t))
+            value = float(e["value"])
+            if math.isfinite(value):  # NaN = undefined at this step (e.g. Dice of an empty class): a gap
+                metrics.append((job_id, e.get("step"), str(e["name"]), value, t))
         elif kind == "resource":
             samples.append((
                 job_id, t, float(e.get("cpu_percent") or 0.0), int(e.get("rss_bytes") or 0),

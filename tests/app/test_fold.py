@@ -108,6 +108,23 @@ def test_partial_line_waits_and_refolding_is_idempotent(workspace: Path) -> None
         assert store.metric_series(1, "dice") == [(0, 0.5), (1, 0.75)]
 
 
+def test_undefined_metric_values_leave_a_gap_and_do_not_stop_folding(workspace: Path) -> None:
+    """nnU-Net reports NaN pseudo-Dice for a class absent from a batch; SQLite cannot store NaN."""
+    job_dir = workspace / "jobs" / "1"
+    job_dir.mkdir(parents=True)
+    with Store(workspace / "jobs.db") as store:
+        _jobs(store, 1)
+        writer = EventWriter(job_dir / "events.jsonl")
+        writer.emit("started", pid=1, host="h")
+        for step, value in enumerate([0.5, float("nan"), float("inf"), 0.75]):
+            writer.emit("metric", name="dice", value=value, step=step)
+        writer.emit("finished", status="succeeded", exit_code=0)
+        writer.close()
+        assert fold_job(store, 1, job_dir).events == 6
+        assert store.metric_series(1, "dice") == [(0, 0.5), (3, 0.75)]
+        assert store.get_job(1).status == "succeeded"
+
+
 def test_finished_job_with_predictions_fills_case_predictions(workspace: Path) -> None:
     job_dir = workspace / "jobs" / "1"
     job_dir.mkdir(parents=True)
