@@ -11,7 +11,7 @@ TORCH_INDEX ?=
 DEMO_WORKSPACE ?= demo-workspace
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install clean-demo example-db
 
 install: $(STAMP)
 
@@ -29,3 +29,8 @@ test: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO_WORKSPACE)
+
+# jobs.db.example: the job database of a demo run, so that a newcomer can browse jobs, curves and
+# predictions without training (rsna-tui --db jobs.db.example jobs). Run after `make demo`.
+example-db: $(STAMP)
+	$(PY) -c "from rsna_tui.jobs.store import Store; Store('$(DEMO_WORKSPACE)/jobs.db').snapshot('jobs.db.example')"
