@@ -118,7 +118,10 @@ class Stage:
         for key, raw in _pairs(overrides):
             if not any(p.name == key for p in self.params):
                 raise ParameterError(f"stage {self.name} has no parameter {key!r}; valid keys: {self.keys()}")
-            values[key] = self.param(key).parse(raw)
+            try:
+                values[key] = self.param(key).parse(raw)
+            except ParameterError as exc:
+                raise ParameterError(f"{exc} (stage {self.name}; valid keys: {self.keys()})") from None
         return values
 
 

@@ -19,6 +19,7 @@ def test_bad_set_exits_2_listing_the_valid_keys(cli) -> None:
     assert "predicitons" in unknown.stderr and "valid keys: predictions, truth" in unknown.stderr
     bad_value = cli("run", "--stage", "test-sleep", "--set", "steps=many", check=False)
     assert bad_value.returncode == 2 and "steps: 'many' is not a valid int" in bad_value.stderr
+    assert "valid keys: seconds, steps, fail" in bad_value.stderr
     not_pair = cli("run", "--stage", "test-sleep", "--set", "steps", check=False)
     assert not_pair.returncode == 2 and "not key=value" in not_pair.stderr
     stage = cli("run", "--stage", "train4d", check=False)
