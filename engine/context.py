@@ -84,6 +84,8 @@ class StageContext:
     #: True when the job was started with ``rsna-tui resume``: continue from a checkpoint.
     resume: bool = False
     job_id: str = "local"
+    #: The stage table row this job runs (several stages share one function, e.g. train3d / finetune1).
+    stage: str = ""
 
     @classmethod
     def for_folder(cls, root: Path | str, reporter: Reporter | None = None, job_id: str = "local") -> "StageContext":

@@ -5,8 +5,8 @@
 1. builds or reuses the stage-2 nnU-Net dataset (``engine.stage2.dataset.prepare_dataset``);
 2. writes this training's plans ``Stage2Plans_<stage>_s<size>_<tag>`` (the tag is a short hash of
    features, blocks and batch size, so that trainings of another shape never share a results folder;
-   the stage comes from the job's ``spec.json``, else ``train3d`` without ``init_from`` and ``finetune``
-   with it), giving the results folder ``nnUNet_results/Dataset<id>_Stage2Cube/StageTwoTrainer__<plans>__3d_fullres``;
+   the stage is ``ctx.stage``, else ``train3d`` without ``init_from`` and ``finetune`` with it), giving
+   the results folder ``nnUNet_results/Dataset<id>_Stage2Cube/StageTwoTrainer__<plans>__3d_fullres``;
 3. builds ``StageTwoTrainer`` (``engine.stage2.trainer``) with epochs / iterations / learning rate / fold;
 4. ``init_from`` (fine-tunes): a stage name (latest successful job's ``checkpoint`` artefact), a job id or
    a checkpoint path; only the network weights are loaded (strictly), never the optimizer state. With
@@ -33,12 +33,8 @@ from engine.stage2.model_files import CHECKPOINT_NAME, network_spec, write_netwo
 
 
 def stage_of(params: dict[str, Any], ctx: StageContext) -> str:
-    """The stage this job runs: from the runner's ``spec.json``, else guessed from ``init_from``."""
-    try:
-        stage = json.loads((ctx.job_dir / "spec.json").read_text()).get("stage")
-    except (OSError, json.JSONDecodeError):
-        stage = None
-    return str(stage) if stage else ("finetune" if params["init_from"] else "train3d")
+    """The stage this job runs (the runner says); for direct calls, guessed from ``init_from``."""
+    return ctx.stage or ("finetune" if params["init_from"] else "train3d")
 
 
 def plans_name(stage: str, params: dict[str, Any]) -> str:

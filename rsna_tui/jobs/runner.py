@@ -88,7 +88,7 @@ def run_job(job_dir: Path) -> int:
         function = resolve_function(spec)
         ctx = StageContext(
             WorkspaceLayout(workspace.root), job_dir, EventReporter(writer),
-            resume=bool(spec.get("resume")), job_id=str(spec["id"]),
+            resume=bool(spec.get("resume")), job_id=str(spec["id"]), stage=str(spec.get("stage", "")),
         )
         function(dict(spec["params"]), ctx)
     except Cancelled:

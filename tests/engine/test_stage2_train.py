@@ -66,7 +66,7 @@ class Events:
 
 events = Events()
 stage = get_stage(spec["stage"])
-ctx = StageContext(WorkspaceLayout(Path(spec["workspace"])), job_dir, events, resume=spec["resume"], job_id=spec["id"])
+ctx = StageContext(WorkspaceLayout(Path(spec["workspace"])), job_dir, events, resume=spec["resume"], job_id=spec["id"], stage=spec["stage"])
 try:
     stage.load()(stage.resolve("tiny", spec["params"]), ctx)
 except BaseException as error:
