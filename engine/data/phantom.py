@@ -139,7 +139,7 @@ def build_phantom(rng: np.random.Generator, locations: tuple[int, ...]) -> Phant
 
     names = {LOCATIONS[i] for i in locations}
     missing = []
-    for side, word in (("L", "Left"), ("R", "Right")):
+    for word in ("Left", "Right"):
         if f"{word} Posterior Communicating Artery" not in names and rng.random() < 0.2:
             missing.append(f"{word} PComm")
     if not names & {"Left Anterior Cerebral Artery", "Right Anterior Cerebral Artery", "Anterior Communicating Artery"}:
