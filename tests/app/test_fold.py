@@ -87,13 +87,19 @@ def test_eight_writers_and_concurrent_folders_lose_and_duplicate_nothing(workspa
             assert job.events_offset == (workspace / "jobs" / str(job_id) / "events.jsonl").stat().st_size
 
 
-def test_partial_line_waits_and_refolding_is_idempotent(workspace: Path) -> None:
+def _started_job(workspace: Path, store: Store) -> tuple[Path, EventWriter]:
+    """Job 1, running, whose events.jsonl already holds its ``started`` event."""
     job_dir = workspace / "jobs" / "1"
     job_dir.mkdir(parents=True)
+    _jobs(store, 1)
+    writer = EventWriter(job_dir / "events.jsonl")
+    writer.emit("started", pid=1, host="h")
+    return job_dir, writer
+
+
+def test_partial_line_waits_and_refolding_is_idempotent(workspace: Path) -> None:
     with Store(workspace / "jobs.db") as store:
-        _jobs(store, 1)
-        writer = EventWriter(job_dir / "events.jsonl")
-        writer.emit("started", pid=1, host="h")
+        job_dir, writer = _started_job(workspace, store)
         writer.emit("metric", name="dice", value=0.5, step=0)
         writer.close()
         with (job_dir / "events.jsonl").open("a") as handle:
@@ -110,12 +116,8 @@ def test_partial_line_waits_and_refolding_is_idempotent(workspace: Path) -> None
 
 def test_undefined_metric_values_leave_a_gap_and_do_not_stop_folding(workspace: Path) -> None:
     """nnU-Net reports NaN pseudo-Dice for a class absent from a batch; SQLite cannot store NaN."""
-    job_dir = workspace / "jobs" / "1"
-    job_dir.mkdir(parents=True)
     with Store(workspace / "jobs.db") as store:
-        _jobs(store, 1)
-        writer = EventWriter(job_dir / "events.jsonl")
-        writer.emit("started", pid=1, host="h")
+        job_dir, writer = _started_job(workspace, store)
         for step, value in enumerate([0.5, float("nan"), float("inf"), 0.75]):
             writer.emit("metric", name="dice", value=value, step=step)
         writer.emit("finished", status="succeeded", exit_code=0)
