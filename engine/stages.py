@@ -148,6 +148,8 @@ P = Param
 _DATASET = P("dataset", "str", "Dataset name under <workspace>/datasets, or a path to a Kaggle-layout folder")
 _SPLIT = P("split", "str", "Which part of the dataset: train (series/) or test (test/series/)", ("train", "test"))
 _DEVICE = P("device", "str", "Torch device: auto (CUDA when present), cuda or cpu", ("auto", "cuda", "cpu"))
+_GAP_FACTOR = P("max_gap_factor", "float", "Note a series whose largest slice gap exceeds this many times its "
+                                          "median slice spacing (a hole that resampling filled)")
 
 _TRAIN3D_PARAMS = (
     _DATASET,
@@ -192,6 +194,7 @@ STAGES: dict[str, Stage] = {
                 _SPLIT,
                 P("workers", "int", "Parallel worker processes (0 = number of cores)"),
                 P("seed", "int", "Seed of the per-series localizer box size draw"),
+                _GAP_FACTOR,
             ),
         ),
         Stage(
@@ -255,6 +258,7 @@ STAGES: dict[str, Stage] = {
                 P("stage1_model", "str", "Stage-1 results folder ('' = latest train2d)"),
                 P("tta", "int", "Flip views per model", (1, 4, 8)),
                 P("save_segmentations", "bool", "Save both decoders' maps for the review screen"),
+                _GAP_FACTOR,
                 _DEVICE,
             ),
             gpu=True,

@@ -12,8 +12,12 @@ first in ``images/`` and the others in ``timepoints/<uid>_t<NNN>_0000.nii.gz``.
 ``engine.data.dicom_series``); shape and spacing of the saved array (x, y, z); axis_codes (``LPS``);
 timepoints; n_files; n_ignored (files left out: not DICOM, no pixels, truncated); seconds; reason
 (failures: one line a person can act on); notes (files left out, implausible spacing); localizers (points
-placed); localizer_issues (points that could not be placed, and why); vessels (``written``, empty
-without a segmentation, or ``error: ...``).
+placed); localizer_issues (points that could not be placed, and why: a SOPInstanceUID that is not in
+the series, a frame out of range, a multi-frame point without its frame index ``'f'``); vessels
+(``written``, empty without a segmentation, or ``error: ...``); max_gap_mm / median_gap_mm (largest and
+median distance between neighbouring slice positions); slice_gap (a note when the largest gap exceeds
+``max_gap_factor`` times the median: a hole that resampling filled with interpolated slices,
+``engine.data.slice_gaps``).
 
 Nothing in a batch is lost because one series is odd: each series ends ``converted``,
 ``converted_fallback`` (the ``fallback`` column says which) or ``failed`` with a one-line reason, and
@@ -48,14 +52,17 @@ from engine.data.dicom_series import SeriesError, SeriesVolume, load_series
 from engine.data.geometry import axis_codes, resample_nearest
 from engine.data.kaggle import KaggleDataset, Localizer
 from engine.data.localizers import VOXEL_COLUMNS, VoxelPoint, box_edges, box_mask, locate, series_rng
+from engine.data.slice_gaps import DEFAULT_FACTOR, SliceGaps
 from engine.labels import N_VESSELS
 
 #: Bump when the outputs of an unchanged series would differ, so that reruns redo them.
-FORMAT_VERSION = 1
+#: 2: slice gaps in the row; multi-frame points without 'f' are issues instead of frame 0.
+FORMAT_VERSION = 2
 CONVERTED, FALLBACK, FAILED = "converted", "converted_fallback", "failed"
 STATUSES = (CONVERTED, FALLBACK, FAILED)
 TABLE_COLUMNS = ("SeriesInstanceUID", "status", "fallback", "shape", "spacing", "axis_codes", "timepoints",
-                 "n_files", "n_ignored", "seconds", "reason", "notes", "localizers", "localizer_issues", "vessels")
+                 "n_files", "n_ignored", "seconds", "reason", "notes", "localizers", "localizer_issues", "vessels",
+                 "max_gap_mm", "median_gap_mm", "slice_gap")
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,8 @@ def convert_one(task: SeriesTask) -> dict[str, Any]:
             localizers=len(placed), localizer_issues=" | ".join(issues),
             notes=_notes(volume.ignored, zooms),
         )
+        if (gaps := volume.gaps) is not None:
+            row.update(max_gap_mm=round(gaps.largest, 3), median_gap_mm=round(gaps.median, 3))
     except Exception as exc:  # SeriesError carries the reason; anything else is reported, not raised
         out.remove()
         placed = []
@@ -319,7 +328,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"... and {len(failed) - 5} more failures: see conversion.csv")
     issues = [r for r in rows if r["localizer_issues"]]
     lines += [f"localizer issue {r['SeriesInstanceUID']}: {r['localizer_issues']}" for r in issues[:5]]
+    gapped = [r for r in rows if r["slice_gap"]]
+    lines += [f"slice gap {r['SeriesInstanceUID']}: {r['slice_gap']}" for r in gapped[:5]]
+    if len(gapped) > 5:
+        lines.append(f"... and {len(gapped) - 5} more series with a large slice gap: see conversion.csv")
     return lines
+
+
+def mark_gaps(rows: list[dict[str, Any]], factor: float) -> None:
+    """Fill each row's ``slice_gap`` note from its stored gaps (a new factor needs no reconversion)."""
+    for row in rows:
+        gaps = SliceGaps.from_row(row.get("max_gap_mm"), row.get("median_gap_mm"))
+        row["slice_gap"] = gaps.note(factor) if gaps is not None else ""
 
 
 def run(params: dict[str, Any], ctx: StageContext) -> None:
@@ -374,6 +394,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         _execute(todo, workers, on_result)
 
     rows = [results[uid]["row"] for uid in sorted(results)]
+    mark_gaps(rows, float(params.get("max_gap_factor", DEFAULT_FACTOR)))
     conversion = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     write_csv(conversion, out / "conversion.csv")
     voxel_rows = [p for uid in sorted(results) for p in results[uid]["points"]]
@@ -385,6 +406,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     counts = Counter(r["status"] for r in rows)
     for status in STATUSES:
         reporter.metric(f"series_{status}", counts.get(status, 0))
+    reporter.metric("series_slice_gap", sum(bool(r["slice_gap"]) for r in rows))
     reporter.metric("localizers_placed", len(voxel_rows))
     reporter.artefact("conversion_table", out / "conversion.csv")
     reporter.artefact("images", out / "images")

@@ -44,6 +44,7 @@ from pydicom.pixels import apply_modality_lut
 
 from engine.data.geometry import (GeometryError, SliceGeometry, assumed_frame_geometries, frame_spacing,
                                   has_frame_geometry, reorient_to_lps, slice_geometries, stack_affine)
+from engine.data.slice_gaps import SliceGaps
 
 #: dicom2nifti's defaults, set explicitly for every strict attempt (whatever a caller left behind).
 STRICT: dict[str, Any] = {
@@ -84,6 +85,11 @@ class SeriesVolume:
     @property
     def fallback(self) -> str:
         return "+".join(self.fallbacks)
+
+    @property
+    def gaps(self) -> SliceGaps | None:
+        """Spacing of the slice positions that went into the volume (a hole shows after resampling)."""
+        return SliceGaps.of(g for frames in self.geometries.values() for g in frames)
 
 
 @contextmanager

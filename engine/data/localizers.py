@@ -3,7 +3,8 @@
 The original wrote a point's (x, y) and its slice's index straight into the array, which is right
 only for plain axial series. Here a point goes through the DICOM geometry of its own slice (or
 frame) to patient millimetres, then through the converted volume's affine to a voxel, so sagittal,
-coronal, reversed and multi-frame series land where the aneurysm is.
+coronal, reversed and multi-frame series land where the aneurysm is. A point on a multi-frame file needs its frame
+index (``'f'``); without it the point is reported, never put on a guessed frame.
 
 Box rule: one box edge per series and axis, drawn uniformly in [2, 5] mm, turned into voxels as
 ``round(mm / spacing)`` (at least 1), covering ``[c - s//2, c + s//2]`` clipped to the volume,
@@ -46,6 +47,11 @@ def locate(point: Localizer, geometries: dict[str, list[SliceGeometry]], affine:
     if frames is None:
         raise ValueError(f"localizer line {point.line}: SOPInstanceUID {point.sop_uid} is not among the converted "
                          f"slices of series {point.series_uid}")
+    if point.frame is None and len(frames) > 1:
+        # The competition's first release had no 'f': frame 0 would be a guess, often slices away.
+        raise ValueError(f"localizer line {point.line}: ({point.x:g}, {point.y:g}) on the multi-frame file "
+                         f"{point.sop_uid} ({len(frames)} frames) has no frame index 'f' in its coordinates; "
+                         f"the point cannot be placed")
     frame = point.frame or 0
     if frame >= len(frames):
         raise ValueError(f"localizer line {point.line}: frame {frame} but {point.sop_uid} has {len(frames)} frame(s)")

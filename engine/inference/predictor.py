@@ -17,6 +17,10 @@ mirrored prediction (tested). With segmentations requested, the decoder logits o
 back and their channels swapped the same way (``DECODER1_LR_SWAP`` / ``DECODER2_LR_SWAP``) before the
 mean; otherwise only the classification forward (encoder + heads) runs.
 
+A DICOM series whose largest slice gap exceeds ``gap_factor`` times its median spacing (a hole that the
+conversion's resampling filled, ``engine.data.slice_gaps``) is predicted as usual and carries the note
+in :attr:`SeriesPrediction.slice_gap`.
+
 Failure policy (a submission must never crash on one series): a folder without DICOM images is
 ``empty``, anything that cannot be read or predicted is ``failed``; both give 0.5 everywhere, and the
 :class:`SeriesPrediction` says why.
@@ -37,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.data.dicom_series import SeriesError
+from engine.data.slice_gaps import DEFAULT_FACTOR
 from engine.inference.series import EmptySeries, load, series_id
 from engine.labels import LABEL_COLUMNS
 from engine.nnunet_runtime import select_device
@@ -75,6 +80,8 @@ class SeriesPrediction:
     status: str = OK
     reason: str = ""
     fallback: str = ""
+    #: Note of a large slice gap bridged by resampling ('' when none).
+    slice_gap: str = ""
     timepoints: int = 0
     boxes: list[Box3D] = field(default_factory=list)
     shape: tuple[int, int, int] | None = None
@@ -98,9 +105,9 @@ class SeriesPrediction:
         return pd.DataFrame([self.as_dict()], columns=list(LABEL_COLUMNS))
 
     def row(self) -> dict[str, Any]:
-        """A ``predictions.csv`` row: SeriesInstanceUID, the 14 columns, seconds, error."""
-        return {"SeriesInstanceUID": self.uid, **self.as_dict(), "seconds": round(self.seconds, 4),
-                "error": "" if self.status == OK else f"{self.status}: {self.reason}"}
+        """A ``predictions.csv`` row, exactly the submission format: SeriesInstanceUID and the 14 columns
+        (seconds, errors and notes go to the per-case table)."""
+        return {"SeriesInstanceUID": self.uid, **self.as_dict()}
 
 
 def prepare_tensor(crop: torch.Tensor, size: int) -> torch.Tensor:
@@ -131,11 +138,12 @@ class Predictor:
     ``models``: stage-2 results folders or checkpoint files (``engine.stage2.model_files`` contract).
     ``view_batch``: TTA views per forward pass (default 1 on CPU, 4 on CUDA: 224^3 activations are
     large). ``amp``: mixed precision (default on for CUDA; never on CPU, where autocast is slow).
+    ``gap_factor``: a slice gap above this many times the median spacing is noted (``slice_gap``).
     """
 
     def __init__(self, stage1_model: Path | str, models: Sequence[Path | str], tta: int = 8,
                  device: str | torch.device = "auto", margin: int = 0, segmentations: bool = False,
-                 view_batch: int | None = None, amp: bool | None = None) -> None:
+                 view_batch: int | None = None, amp: bool | None = None, gap_factor: float = DEFAULT_FACTOR) -> None:
         if tta not in VIEWS:
             raise ValueError(f"tta={tta}: use one of {', '.join(map(str, VIEWS))} views")
         if not models:
@@ -145,6 +153,7 @@ class Predictor:
         self.views = VIEWS[tta]
         self.margin = margin
         self.segmentations = segmentations
+        self.gap_factor = gap_factor
         cuda = self.device.type == "cuda"
         self.view_batch = view_batch or (4 if cuda else 1)
         self.amp = cuda if amp is None else (amp and cuda)
@@ -243,6 +252,7 @@ class Predictor:
             series = load(path)
             result.timings["read"] = time.perf_counter() - started
             result.fallback, result.timepoints = series.fallback, len(series.volumes)
+            result.slice_gap = series.gaps.note(self.gap_factor) if series.gaps is not None else ""
             result.spacing = tuple(float(s) for s in series.spacing)  # type: ignore[assignment]
             result.affine = series.affine
             step = "predicting"

@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.data.dicom_series import SeriesError, load_series
 from engine.data.geometry import reorient_to_lps
+from engine.data.slice_gaps import SliceGaps
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -33,6 +34,8 @@ class LoadedSeries:
     affine: np.ndarray  # of the LPS NIfTI (x, y, z index order), for review files
     fallback: str = ""
     notes: list[str] = field(default_factory=list)
+    #: Spacing of the DICOM slice positions (None for NIfTI input): a large gap was interpolated.
+    gaps: SliceGaps | None = None
 
 
 def is_nifti(path: Path) -> bool:
@@ -85,7 +88,7 @@ def load(path: Path | str) -> LoadedSeries:
             raise
         except Exception as exc:
             raise SeriesError(f"cannot read NIfTI {path.name}: {type(exc).__name__}: {exc}") from exc
-        fallback, notes = (f"timepoints:{len(images)}" if len(images) > 1 else ""), []
+        fallback, notes, gaps = (f"timepoints:{len(images)}" if len(images) > 1 else ""), [], None
     elif path.is_dir():
         files = dicom_files(path)
         if not files:
@@ -96,8 +99,8 @@ def load(path: Path | str) -> LoadedSeries:
             if str(exc).startswith("empty series"):
                 raise EmptySeries(str(exc)) from None
             raise
-        images, fallback, notes = volume.images, volume.fallback, volume.ignored
+        images, fallback, notes, gaps = volume.images, volume.fallback, volume.ignored, volume.gaps
     else:
         raise SeriesError(f"{path} is neither a DICOM series folder nor a .nii/.nii.gz file")
     arrays = [zyx(img) for img in images]
-    return LoadedSeries([a for a, _ in arrays], arrays[0][1], images[0].affine, fallback, list(notes))
+    return LoadedSeries([a for a, _ in arrays], arrays[0][1], images[0].affine, fallback, list(notes), gaps)

@@ -8,9 +8,11 @@ original's two-model ensemble; one is used alone, with a log line, when the othe
 ``stage1_model`` = results folder or job id, default the latest successful ``train2d``.
 
 Outputs under ``ctx.workspace.predictions / <job id>``:
-``predictions.csv`` (SeriesInstanceUID, the 14 label columns, seconds, error; artefact ``predictions``,
-imported into the job store), ``cases/<uid>/`` review files (``engine.inference.review``; the folder is
-artefact ``review``), ``cases.csv`` (one line per case: status, fallback, box) and, when the split has
+``predictions.csv`` (exactly the submission format: SeriesInstanceUID and the 14 label columns; artefact
+``predictions``, imported into the job store), ``cases/<uid>/`` review files (``engine.inference.review``;
+the folder is artefact ``review``), ``cases.csv`` (artefact ``cases``, one line per case: status,
+seconds, conversion fallback, slice gap note, time points, box, reason; the store takes each case's
+seconds and error from it) and, when the split has
 truth (``test_truth.csv`` / ``train.csv``), ``metrics.json`` with the competition score and the column
 AUCs (metrics ``score`` and ``auc/<column>``; artefact ``truth`` = the truth CSV). A small split where a
 column holds one class only cannot be scored: that is logged, the defined AUCs are still reported and the
@@ -28,6 +30,7 @@ import pandas as pd
 
 from engine.context import StageContext
 from engine.data.kaggle import KaggleDataset, KaggleSchemaError
+from engine.data.slice_gaps import DEFAULT_FACTOR
 from engine.inference.predictor import EMPTY, FAILED, Predictor, SeriesPrediction
 from engine.inference.review import box_record, write_case
 from engine.inference.series import is_nifti, series_id
@@ -38,8 +41,10 @@ from engine.nnunet_runtime import configure_environment
 from engine.stage1.roi import model_folder_of
 
 PREDICTIONS_FILE = "predictions.csv"
-PREDICTION_COLUMNS = [KEY, *LABEL_COLUMNS, "seconds", "error"]
-CASE_COLUMNS = [KEY, "status", "fallback", "timepoints", "z0", "z1", "y0", "y1", "x0", "x1", "box_fallback", "reason"]
+CASES_FILE = "cases.csv"
+PREDICTION_COLUMNS = [KEY, *LABEL_COLUMNS]
+CASE_COLUMNS = [KEY, "status", "seconds", "fallback", "slice_gap", "timepoints", "z0", "z1", "y0", "y1", "x0", "x1",
+                "box_fallback", "reason"]
 
 
 def stage2_models(ctx: StageContext, ref: str) -> list[Path]:
@@ -86,7 +91,8 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def case_line(prediction: SeriesPrediction) -> dict[str, Any]:
-    line: dict[str, Any] = {KEY: prediction.uid, "status": prediction.status, "fallback": prediction.fallback,
+    line: dict[str, Any] = {KEY: prediction.uid, "status": prediction.status, "seconds": round(prediction.seconds, 4),
+                            "fallback": prediction.fallback, "slice_gap": prediction.slice_gap,
                             "timepoints": prediction.timepoints, "reason": prediction.reason}
     if prediction.boxes:
         record = box_record(prediction.boxes[prediction.review_timepoint], prediction.spacing)
@@ -130,7 +136,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     stage1 = model_folder_of(ctx, params["stage1_model"])
     models = stage2_models(ctx, params["models"])
     predictor = Predictor(stage1, models, tta=params["tta"], device=params["device"],
-                          segmentations=params["save_segmentations"])
+                          segmentations=params["save_segmentations"], gap_factor=params.get("max_gap_factor", DEFAULT_FACTOR))
     ctx.reporter.log(predictor.describe())
 
     out = ctx.workspace.predictions / ctx.job_id
@@ -147,6 +153,8 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         elif prediction.fallback or any(b.fallback for b in prediction.boxes):
             ctx.reporter.log(f"series {uid}: conversion fallback {prediction.fallback or '-'}, box fallback "
                              f"{', '.join(b.fallback for b in prediction.boxes if b.fallback) or '-'}")
+        if prediction.slice_gap:
+            ctx.reporter.log(f"series {uid}: {prediction.slice_gap}")
         ctx.reporter.progress(index + 1, len(inputs), f"{uid} {prediction.seconds:.1f} s")
 
     predictions = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
@@ -154,13 +162,14 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     case_table = pd.DataFrame(lines, columns=CASE_COLUMNS)
     box_columns = ["z0", "z1", "y0", "y1", "x0", "x1"]
     case_table[box_columns] = case_table[box_columns].astype("Int64")  # integers, blank where no box
-    write_csv(case_table, out / "cases.csv")
-    ok = [r["seconds"] for r, line in zip(rows, lines) if line["status"] == "ok"]
+    write_csv(case_table, out / CASES_FILE)
+    ok = [line["seconds"] for line in lines if line["status"] == "ok"]
     if ok:
         ctx.reporter.metric("seconds_per_series", float(np.mean(ok)))
     ctx.reporter.metric("series_failed", float(sum(line["status"] == FAILED for line in lines)))
     ctx.reporter.metric("series_empty", float(sum(line["status"] == EMPTY for line in lines)))
     ctx.reporter.artefact("predictions", out / PREDICTIONS_FILE)
+    ctx.reporter.artefact("cases", out / CASES_FILE)
     ctx.reporter.artefact("review", cases)
     ctx.reporter.log(f"{len(rows)} series predicted into {out / PREDICTIONS_FILE}")
     if truth_path is not None:

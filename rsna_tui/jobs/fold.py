@@ -113,19 +113,22 @@ def _apply(conn: Any, job_id: int, status: str, events: list[dict[str, Any]]) ->
 
 
 def _ingest_predictions(conn: Any, job_id: int) -> None:
-    """Copy the rows of the job's ``predictions`` artefact (a CSV) into ``case_predictions``."""
-    row = conn.execute("SELECT path FROM artefacts WHERE job_id = ? AND name = 'predictions'", (job_id,)).fetchone()
-    if row is None:
+    """Copy the rows of the job's ``predictions`` artefact (the submission CSV) into ``case_predictions``,
+    with each case's seconds and error from its ``cases`` artefact (the per-case table) when there is one."""
+    artefacts = dict(conn.execute("SELECT name, path FROM artefacts WHERE job_id = ? AND name IN "
+                                  "('predictions', 'cases')", (job_id,)).fetchall())
+    if "predictions" not in artefacts:
         return
     try:
-        rows = read_predictions(Path(row[0]))
+        rows = read_predictions(Path(artefacts["predictions"]))
+        cases = read_cases(Path(artefacts["cases"])) if "cases" in artefacts else {}
     except (OSError, ValueError) as exc:
         conn.execute("UPDATE jobs SET message = ? WHERE id = ?", (f"predictions not loaded: {exc}", job_id))
         return
     conn.executemany(
         "INSERT OR REPLACE INTO case_predictions (job_id, series_uid, probabilities, aneurysm_present, seconds, "
         "error) VALUES (?, ?, ?, ?, ?, ?)",
-        [(job_id, uid, json.dumps(probs), probs[-1], seconds, error) for uid, probs, seconds, error in rows],
+        [(job_id, uid, json.dumps(probs), probs[-1], *cases.get(uid, (None, None))) for uid, probs in rows],
     )
 
 
@@ -152,7 +155,7 @@ def _attach_truth(conn: Any, job_id: int, job_dir: Path) -> None:
         targets.extend((producer, cwd / params["truth"]) for (producer,) in producers.fetchall())
     for target, truth_path in targets:
         try:
-            truth = {uid: json.dumps([int(v) for v in labels]) for uid, labels, _, _ in read_predictions(truth_path)}
+            truth = {uid: json.dumps([int(v) for v in labels]) for uid, labels in read_predictions(truth_path)}
         except (OSError, ValueError) as exc:
             conn.execute("UPDATE jobs SET message = ? WHERE id = ?", (f"truth not loaded: {exc}", job_id))
             continue
@@ -162,23 +165,39 @@ def _attach_truth(conn: Any, job_id: int, job_dir: Path) -> None:
         )
 
 
-def read_predictions(path: Path) -> list[tuple[str, list[float], float | None, str | None]]:
-    """``(series uid, 14 probabilities, seconds, error)`` per row of a predictions CSV.
+def _records(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV that must have ``columns``; ValueError naming the file otherwise."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in set(reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{path}: missing columns {', '.join(missing)}")
+        return list(enumerate(reader, start=2))
+
+
+def read_predictions(path: Path) -> list[tuple[str, list[float]]]:
+    """``(series uid, 14 probabilities)`` per row of a predictions (or truth) CSV.
 
     Raises ValueError naming the file and the missing column or the bad row.
     """
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or ())
-        missing = [c for c in (KEY, *LABEL_COLUMNS) if c not in columns]
-        if missing:
-            raise ValueError(f"{path}: missing columns {', '.join(missing)}")
-        out = []
-        for number, record in enumerate(reader, start=2):
-            try:
-                probs = [float(record[c]) for c in LABEL_COLUMNS]
-                seconds = float(record["seconds"]) if record.get("seconds") not in (None, "") else None
-            except ValueError as exc:
-                raise ValueError(f"{path} line {number}: {exc}") from None
-            out.append((record[KEY], probs, seconds, record.get("error") or None))
+    out = []
+    for number, record in _records(path, (KEY, *LABEL_COLUMNS)):
+        try:
+            out.append((record[KEY], [float(record[c]) for c in LABEL_COLUMNS]))
+        except ValueError as exc:
+            raise ValueError(f"{path} line {number}: {exc}") from None
+    return out
+
+
+def read_cases(path: Path) -> dict[str, tuple[float | None, str | None]]:
+    """Series uid -> ``(seconds, error)`` from a per-case table (``cases.csv``: status, seconds, reason);
+    the error is ``"<status>: <reason>"`` for a case whose status is not ``ok``."""
+    out: dict[str, tuple[float | None, str | None]] = {}
+    for number, record in _records(path, (KEY, "status", "seconds")):
+        try:
+            seconds = float(record["seconds"]) if record["seconds"] not in (None, "") else None
+        except ValueError as exc:
+            raise ValueError(f"{path} line {number}: seconds: {exc}") from None
+        status = record["status"] or "ok"
+        out[record[KEY]] = (seconds, None if status == "ok" else f"{status}: {record.get('reason') or ''}".strip())
     return out

@@ -62,14 +62,18 @@ def spawner(params: dict[str, Any], ctx: StageContext) -> None:
 
 
 def predictor(params: dict[str, Any], ctx: StageContext) -> None:
-    """Write a predictions CSV (with extra columns) and register it as ``predictions``."""
-    path = ctx.job_dir / "predictions.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["SeriesInstanceUID", *LABEL_COLUMNS, "seconds", "error"])
+    """Write a predictions CSV (the submission's 15 columns) and its per-case table, as ``predict`` does,
+    and register them as ``predictions`` and ``cases``."""
+    path, cases = ctx.job_dir / "predictions.csv", ctx.job_dir / "cases.csv"
+    with path.open("w", newline="") as handle, cases.open("w", newline="") as case_handle:
+        writer, case_writer = csv.writer(handle), csv.writer(case_handle)
+        writer.writerow(["SeriesInstanceUID", *LABEL_COLUMNS])
+        case_writer.writerow(["SeriesInstanceUID", "status", "seconds", "reason"])
         for i in range(params["cases"]):
-            writer.writerow([f"1.2.3.{i}", *[round((i + k) % 10 / 10, 2) for k in range(len(LABEL_COLUMNS))], 0.5 * i, ""])
+            writer.writerow([f"1.2.3.{i}", *[round((i + k) % 10 / 10, 2) for k in range(len(LABEL_COLUMNS))]])
+            case_writer.writerow([f"1.2.3.{i}", "ok", 0.5 * i, ""])
     ctx.reporter.artefact("predictions", path)
+    ctx.reporter.artefact("cases", cases)
 
 
 _SECONDS = Param("seconds", "float", "How long to sleep")

@@ -131,16 +131,20 @@ def test_finished_job_with_predictions_fills_case_predictions(workspace: Path) -
     job_dir = workspace / "jobs" / "1"
     job_dir.mkdir(parents=True)
     csv_path = job_dir / "predictions.csv"
-    header = ["SeriesInstanceUID", *LABEL_COLUMNS, "seconds"]
+    header = ["SeriesInstanceUID", *LABEL_COLUMNS]
     csv_path.write_text(
         ",".join(f'"{h}"' for h in header) + "\n"
-        + "1.2.3," + ",".join(["0.1"] * 13) + ",0.9,4.5\n"
-        + "1.2.4," + ",".join(["0.2"] * 13) + ",0.3,\n"
+        + "1.2.3," + ",".join(["0.1"] * 13) + ",0.9\n"
+        + "1.2.4," + ",".join(["0.2"] * 13) + ",0.3\n"
     )
+    cases_path = job_dir / "cases.csv"  # the per-case table: seconds and errors live here
+    cases_path.write_text("SeriesInstanceUID,status,seconds,fallback,reason\n"
+                          "1.2.3,ok,4.5,resampled,\n1.2.4,failed,,,cannot read the series: bad file\n")
     with Store(workspace / "jobs.db") as store:
         _jobs(store, 1)
         writer = EventWriter(job_dir / "events.jsonl")
         writer.emit("artefact", name="predictions", path=str(csv_path))
+        writer.emit("artefact", name="cases", path=str(cases_path))
         writer.emit("finished", status="succeeded", exit_code=0, error=None)
         writer.close()
         fold_job(store, 1, job_dir)
@@ -149,6 +153,7 @@ def test_finished_job_with_predictions_fills_case_predictions(workspace: Path) -
         assert [c["series_uid"] for c in cases] == ["1.2.3", "1.2.4"]
         assert cases[0]["probabilities"] == [0.1] * 13 + [0.9] and cases[0]["seconds"] == 4.5
         assert cases[1]["seconds"] is None
+        assert cases[0]["error"] is None and cases[1]["error"] == "failed: cannot read the series: bad file"
         present = store.conn.execute("SELECT aneurysm_present FROM case_predictions ORDER BY series_uid").fetchall()
         assert [r[0] for r in present] == [0.9, 0.3]
         assert cases[0]["truth"] is None

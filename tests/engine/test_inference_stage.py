@@ -64,10 +64,14 @@ def test_predict_demo_test_split_then_evaluate(trained_workspace: Path, demo_coh
     out = trained_workspace / "predictions" / "7"
     table = pd.read_csv(reporter.artefacts["predictions"], dtype={"SeriesInstanceUID": str})
     assert Path(reporter.artefacts["predictions"]) == out / "predictions.csv"
-    assert list(table.columns) == ["SeriesInstanceUID", *LABEL_COLUMNS, "seconds", "error"]
+    assert list(table.columns) == ["SeriesInstanceUID", *LABEL_COLUMNS]  # exactly the submission format
     truth = pd.read_csv(demo_cohort / "test_truth.csv", dtype={"SeriesInstanceUID": str})
     assert sorted(table["SeriesInstanceUID"]) == sorted(truth["SeriesInstanceUID"])
-    assert table["error"].isna().all() and (table["seconds"] > 0).all()
+    case_table = pd.read_csv(reporter.artefacts["cases"], dtype={"SeriesInstanceUID": str}, keep_default_na=False)
+    assert Path(reporter.artefacts["cases"]) == out / "cases.csv"
+    assert sorted(case_table["SeriesInstanceUID"]) == sorted(truth["SeriesInstanceUID"])
+    assert (case_table["status"] == "ok").all() and (case_table["seconds"] > 0).all()
+    assert (case_table["slice_gap"] == "").all()
     assert ((table[list(LABEL_COLUMNS)] > 0) & (table[list(LABEL_COLUMNS)] < 1)).all().all()
     assert reporter.artefacts["truth"] == str(demo_cohort / "test_truth.csv")
 
@@ -133,16 +137,17 @@ def test_batch_goes_on_past_empty_and_corrupt_series(trained_workspace: Path, de
     table = pd.read_csv(ctx.reporter.artefacts["predictions"], dtype={"SeriesInstanceUID": str},
                         keep_default_na=False).set_index("SeriesInstanceUID")
     assert sorted(table.index) == sorted([good.name, "empty_series", "garbage", "two_slices", "volume"])
-    assert table.loc[good.name, "error"] == ""
+    assert list(table.columns) == list(LABEL_COLUMNS)
     assert not np.allclose(table.loc[good.name, list(LABEL_COLUMNS)].to_numpy(float), 0.5)
+    cases = pd.read_csv(ctx.reporter.artefacts["cases"], dtype={"SeriesInstanceUID": str},
+                        keep_default_na=False).set_index("SeriesInstanceUID")
+    assert cases.loc[good.name, "status"] == "ok" and cases.loc[good.name, "reason"] == ""
     for uid in ("empty_series", "garbage", "two_slices", "volume"):
         assert (table.loc[uid, list(LABEL_COLUMNS)].to_numpy(float) == 0.5).all()
-        assert table.loc[uid, "error"]
-    assert table.loc["empty_series", "error"].startswith("empty")
-    assert table.loc["garbage", "error"].startswith("empty") and "left out" in table.loc["garbage", "error"]
-    assert table.loc["two_slices", "error"].startswith("failed")
-    cases = pd.read_csv(Path(ctx.reporter.artefacts["review"]).parent / "cases.csv", keep_default_na=False)
-    assert dict(zip(cases["SeriesInstanceUID"], cases["status"]))["volume"] == "failed"
+        assert cases.loc[uid, "reason"]
+    assert cases.loc["empty_series", "status"] == "empty"
+    assert cases.loc["garbage", "status"] == "empty" and "left out" in cases.loc["garbage", "reason"]
+    assert cases.loc["two_slices", "status"] == "failed" and cases.loc["volume", "status"] == "failed"
     assert ctx.reporter.metrics("series_failed") == [2.0] and ctx.reporter.metrics("series_empty") == [2.0]
     assert "truth" not in ctx.reporter.artefacts
     assert "1 model(s)" in "\n".join(e["message"] for e in ctx.reporter.of_type("log"))
