@@ -206,15 +206,17 @@ def serve(stage1_model: Path | str | None = None, models: Sequence[Path | str] |
         raise ValueError(f"frame {frame!r}: use one of {', '.join(FRAMES)}")
     predictor = gateway.configure(stage1_model=stage1_model, models=models, tta=tta, device=device)
     print(f"rsna-tui predictor: {predictor.describe()}", flush=True)
-    _shared_dir = Path(shared_dir or os.environ.get(ENV_SHARED) or KAGGLE_SHARED)
+    chosen_share = shared_dir or os.environ.get(ENV_SHARED)
+    _shared_dir = Path(chosen_share or KAGGLE_SHARED)
     _frame = frame
     server_class = _inference_server()
     if server_class is not None:
         server = server_class(predict)
         if os.environ.get(RERUN_ENV):
             server.serve()
-        else:
-            server.run_local_gateway(*([tuple(data_paths)] if data_paths else []))
+        else:  # the competition's gateway shares into /kaggle/shared unless told otherwise, as predict clears
+            server.run_local_gateway(data_paths=tuple(data_paths) if data_paths else None,
+                                     file_share_dir=str(chosen_share) if chosen_share else None)
         return None
     series = Path(series_dir or os.environ.get(ENV_SERIES) or KAGGLE_SERIES)
     target = out or os.environ.get(ENV_SUBMISSION) or KAGGLE_SUBMISSION

@@ -17,7 +17,7 @@ from typing import Iterable
 import typer
 
 from engine.stages import ParameterError
-from rsna_tui.cli import jobs, stages  # noqa: F401  (each module registers its commands)
+from rsna_tui.cli import export, jobs, stages  # noqa: F401  (each module registers its commands)
 from rsna_tui.cli.common import app
 from rsna_tui.jobs.manager import JobError
 from rsna_tui.jobs.store import SchemaError
