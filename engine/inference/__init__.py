@@ -5,6 +5,8 @@
   row of the 14 label columns; models from :func:`configure` or the environment (see that module).
 * :func:`run` (``engine.inference.stage``): the ``predict`` stage over a dataset split, with per-case
   review files and the score.
+* ``engine.inference.kaggle``: the entry of a Kaggle notebook, ``serve(stage1_model, models)`` behind
+  the competition's ``RSNAInferenceServer`` (or an in-process local gateway), clearing the shared folder.
 * ``engine.inference.synthetic``: untrained model folders in the real contracts (tests, benchmarks).
 """
 from engine.inference.gateway import configure, last_prediction, predict
