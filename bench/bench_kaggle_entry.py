@@ -15,7 +15,7 @@ Prints one line per series set: seconds per series through the gateway and direc
 
 Measured 2026-12-01 on the shared 2-core build machine (other jobs running): demo series (38 files)
 0.661 s per series through the gateway vs 0.588 s directly (+0.07 s); the real MR series (121 files,
-512^2) 2.75 s vs 2.17 s (+0.58 s: copying and deleting its 63 MB).
+512^2) 2.75 s vs 2.17 s (+0.58 s: copying and deleting its 61 MB).
 """
 from __future__ import annotations
 
