@@ -3,8 +3,8 @@
 The original wrote a point's (x, y) and its slice's index straight into the array, which is right
 only for plain axial series. Here a point goes through the DICOM geometry of its own slice (or
 frame) to patient millimetres, then through the converted volume's affine to a voxel, so sagittal,
-coronal, reversed and multi-frame series land where the aneurysm is. A point on a multi-frame file needs its frame
-index (``'f'``); without it the point is reported, never put on a guessed frame.
+coronal, reversed and multi-frame series land where the aneurysm is. A point on a multi-frame file
+needs its frame index (``'f'``); without it the point is reported, never put on a guessed frame.
 
 Box rule: one box edge per series and axis, drawn uniformly in [2, 5] mm, turned into voxels as
 ``round(mm / spacing)`` (at least 1), covering ``[c - s//2, c + s//2]`` clipped to the volume,

@@ -1,8 +1,8 @@
 """Gaps between the slices of a series: the trace a hole leaves once resampling has filled it.
 
 A series with missing slices (say 4 slices with a 200 mm hole) converts through dicom2nifti's
-resampling fallback into an even grid of interpolated slices (165 of them for that hole); the
-volume itself no longer says that most of it was invented. :class:`SliceGaps` measures the slice
+resampling fallback into an even stack of slices, nearly all of them interpolated; the volume itself
+no longer says that most of it was invented. :class:`SliceGaps` measures the slice
 positions that went into the volume, along the slice normal, so that ``convert`` (``conversion.csv``)
 and ``predict`` (``cases.csv``) can name such a series. The threshold is a factor of the median
 spacing (``max_gap_factor``, default 3, a parameter of both stages).
@@ -28,7 +28,6 @@ class SliceGaps:
 
     largest: float
     median: float
-    positions: int
 
     @classmethod
     def of(cls, geometries: Iterable[SliceGeometry]) -> "SliceGaps | None":
@@ -42,13 +41,13 @@ class SliceGaps:
         steps = steps[steps > SAME_POSITION_MM]
         if steps.size < 2:
             return None
-        return cls(float(steps.max()), float(np.median(steps)), int(steps.size + 1))
+        return cls(float(steps.max()), float(np.median(steps)))
 
     @classmethod
     def from_row(cls, largest: object, median: object) -> "SliceGaps | None":
         """The gaps stored in a table row (``max_gap_mm``, ``median_gap_mm``); None when blank."""
         try:
-            return cls(float(largest), float(median), 0)  # type: ignore[arg-type]
+            return cls(float(largest), float(median))  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return None
 

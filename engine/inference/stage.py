@@ -136,7 +136,8 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     stage1 = model_folder_of(ctx, params["stage1_model"])
     models = stage2_models(ctx, params["models"])
     predictor = Predictor(stage1, models, tta=params["tta"], device=params["device"],
-                          segmentations=params["save_segmentations"], gap_factor=params.get("max_gap_factor", DEFAULT_FACTOR))
+                          segmentations=params["save_segmentations"],
+                          gap_factor=params.get("max_gap_factor", DEFAULT_FACTOR))
     ctx.reporter.log(predictor.describe())
 
     out = ctx.workspace.predictions / ctx.job_id
