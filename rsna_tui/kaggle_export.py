@@ -7,8 +7,9 @@ OUT/
                             package versions; the notebook reads it
   notebook.py               the notebook's code (paste it into a cell, or run it): installs wheels/ when
                             present, puts code/ first on sys.path, calls engine.inference.kaggle.serve
-  requirements.txt          the engine's packages pinned to this machine's versions (torch: keep the
-                            notebook's own CUDA build; the version trained with is a comment)
+  requirements.txt          the engine's packages and all their dependencies pinned to this machine's
+                            versions (not torch / torchvision: keep the notebook's CUDA build; the torch
+                            version trained with is a comment)
   code/engine/              the engine package (it imports nothing of rsna_tui)
   models/stage1/<folder>/   the stage-1 nnU-Net results folder: *.json, fold_*/checkpoint_final.pth
   models/stage2_<n>/<folder>/  each stage-2 results folder (the two fine-tunes): *.json, fold_*/checkpoint_final.pth
@@ -38,9 +39,11 @@ NOTEBOOK = "notebook.py"
 REQUIREMENTS = "requirements.txt"
 STAGE1_STAGE = "train2d"
 STAGE2_STAGES = ("finetune1", "finetune2")
-#: The engine's run-time packages (pyproject's dependencies that inference imports); torch apart.
+#: The engine's run-time packages (what inference imports; torch apart), as canonical names.
 ENGINE_PACKAGES = ("nnunetv2", "dynamic-network-architectures", "batchgenerators", "dicom2nifti", "nibabel",
-                   "pydicom", "SimpleITK", "numpy", "pandas", "scikit-learn", "scipy", "polars")
+                   "pydicom", "simpleitk", "numpy", "pandas", "scikit-learn", "scipy", "polars")
+#: What the notebook's image brings and the export must not replace (a CUDA build of torch).
+IMAGE_PACKAGES = ("torch", "torchvision")
 #: Copied as notebook.py: a script of its own (it imports nothing of rsna_tui).
 NOTEBOOK_TEMPLATE = Path(__file__).with_name("kaggle_notebook.py")
 
@@ -116,20 +119,43 @@ def copy_model(source: Path, target: Path) -> list[str]:
     return copied
 
 
-def pinned_requirements() -> tuple[str, dict[str, str]]:
-    """``requirements.txt`` text and the versions it pins (packages not installed here are left out)."""
-    from importlib import metadata  # only here: the CLI's other commands start faster without it
+def installed_closure(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed distributions ``names`` need, their dependencies included: canonical name -> version."""
+    from importlib import metadata  # only here: the CLI's other commands start faster without these
 
-    versions: dict[str, str] = {}
-    for name in ("torch", *ENGINE_PACKAGES):
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    todo = list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in found:
+            continue
         try:
-            versions[name] = metadata.version(name).split("+")[0]
+            dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue
-    lines = [f"# The engine's packages at the versions this export was made with (rsna-tui export-kaggle).",
-             f"# torch: keep the notebook's CUDA build; the models were made with torch {versions.get('torch', '?')}.",
-             *(f"{name}=={version}" for name, version in versions.items() if name != "torch")]
-    return "\n".join(lines) + "\n", versions
+        found[name] = dist.version.split("+")[0]
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return found
+
+
+def pinned_requirements() -> tuple[str, dict[str, str]]:
+    """``requirements.txt`` text (every package the engine needs, dependencies included, so that an
+    offline ``pip install --no-deps`` from ``wheels/`` is complete; torch, torchvision and what they need
+    are left to the notebook's image) and the versions of the engine's own packages and torch."""
+    image = installed_closure(IMAGE_PACKAGES)
+    needed = {name: version for name, version in installed_closure(ENGINE_PACKAGES).items() if name not in image}
+    lines = ["# The engine's packages and their dependencies at the versions this export was made with",
+             "# (rsna-tui export-kaggle). torch, torchvision and their dependencies: keep the notebook's",
+             f"# CUDA build; the models were made with torch {image.get('torch', '?')}.",
+             *(f"{name}=={version}" for name, version in sorted(needed.items()))]
+    versions = {name: needed[name] for name in ENGINE_PACKAGES if name in needed}
+    return "\n".join(lines) + "\n", {"torch": image.get("torch", ""), **versions}
 
 
 def export(store: Store, out: Path, stage1: str = "", models: str = "", tta: int | None = None) -> dict[str, Any]:

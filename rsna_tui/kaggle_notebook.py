@@ -5,9 +5,9 @@ it imports nothing of rsna-tui). In Kaggle: upload the export folder as a datase
 competition to a notebook without internet, and run this file (``%run`` it, or paste it into a cell).
 
 It finds its folder (``RSNA_TUI_EXPORT``, else beside this file, else the attached dataset holding
-``kaggle_export.json`` under ``/kaggle/input``), installs ``wheels/`` when the folder has one (put the
-wheels of ``requirements.txt`` there with ``pip download -r requirements.txt -d wheels``; Kaggle's
-image already has most of them), puts the exported ``code/`` first on ``sys.path`` and calls
+``kaggle_export.json`` under ``/kaggle/input``), installs ``wheels/`` when the folder has one (the
+list is complete, dependencies included, so ``pip download --no-deps -r requirements.txt -d wheels``
+on a machine with internet and the notebook's Python fills it), puts the exported ``code/`` first on ``sys.path`` and calls
 ``engine.inference.kaggle.serve`` with the exported models: the competition's gateway when
 ``kaggle_evaluation`` is there, the in-process local gateway otherwise (``RSNA_TUI_KAGGLE_SERIES``,
 ``RSNA_TUI_KAGGLE_SHARED``, ``RSNA_TUI_KAGGLE_SUBMISSION`` choose its folders and output).

@@ -81,8 +81,10 @@ def test_export_by_job_ids_then_the_notebook_predicts_on_its_own(trained: dict, 
     assert len(manifest["models"]) == 2 and all((out / m / "network.json").is_file() for m in manifest["models"])
     assert not list(out.rglob("checkpoint_latest.pth")) and not list(out.rglob("training_log.txt"))
     requirements = (out / "requirements.txt").read_text().splitlines()
-    assert "nnunetv2==2.8.1" in requirements or any(r.startswith("nnunetv2==") for r in requirements)
-    assert not any(r.startswith("torch==") for r in requirements)  # the notebook keeps Kaggle's CUDA torch
+    pinned = dict(r.split("==") for r in requirements if not r.startswith("#"))
+    assert {"nnunetv2", "acvl-utils", "dicom2nifti", "pydicom"} <= set(pinned)  # dependencies included
+    assert not {"torch", "torchvision"} & set(pinned)  # the notebook keeps Kaggle's CUDA torch
+    assert manifest["versions"]["nnunetv2"] == pinned["nnunetv2"]
     assert (out / "code" / "engine" / "inference" / "kaggle.py").is_file()
     assert not list((out / "code").rglob("__pycache__"))
     assert "rsna_tui" not in (out / "notebook.py").read_text().replace("rsna-tui", "")
