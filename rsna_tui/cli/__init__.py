@@ -5,12 +5,14 @@ folder); ``--db FILE`` opens another database read-only (e.g. ``jobs.db.example`
 read jobs first fold new events and notice vanished processes, so what they print is current.
 Output is Rich on a terminal, plain tab-separated text when piped, JSON with ``--json``.
 
-Exit codes: 0 success; 1 a failed job (``--follow``) or a request that cannot be done; 2 a bad
-stage, parameter or option (the message lists the valid ones). The module imports neither torch
+Exit codes: 0 success; 1 a failed job (``--follow``), a request that cannot be done or a database
+that cannot be used (damaged, locked, read-only, newer: one line naming the file and what to do,
+the file untouched); 2 a bad stage, parameter or option (the message lists the valid ones). The module imports neither torch
 nor SQLAlchemy, so commands start fast.
 """
 from __future__ import annotations
 
+import sqlite3
 import sys
 from typing import Iterable
 
@@ -18,9 +20,9 @@ import typer
 
 from engine.stages import ParameterError
 from rsna_tui.cli import export, jobs, stages  # noqa: F401  (each module registers its commands)
-from rsna_tui.cli.common import app
+from rsna_tui.cli.common import app, current_db
 from rsna_tui.jobs.manager import JobError
-from rsna_tui.jobs.store import SchemaError
+from rsna_tui.jobs.store import StoreError, store_error
 
 INTERRUPTED = 130
 
@@ -36,8 +38,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (JobError, SchemaError, FileNotFoundError, PermissionError) as exc:
+    except (JobError, StoreError, FileNotFoundError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # a query outside the Store's own methods (folding, scheduling)
+        print(f"error: {store_error(current_db(), exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # click's usage errors and aborts
         import click

@@ -61,6 +61,14 @@ def state_of(ctx: typer.Context) -> State:
     return ctx.obj
 
 
+#: The database of this command line, for messages about errors raised outside any Store method.
+_CURRENT: dict[str, Path] = {}
+
+
+def current_db() -> Path:
+    return _CURRENT.get("db") or Workspace.choose().db_path
+
+
 @app.callback(invoke_without_command=True)
 def root(
     ctx: typer.Context,
@@ -68,11 +76,22 @@ def root(
         None, "--workspace", "-w", help="Workspace folder (default: $RSNA_TUI_WORKSPACE, else the user data folder)"
     ),
     db: Optional[Path] = typer.Option(None, "--db", help="Open this jobs database read-only (e.g. jobs.db.example)"),
+    shared_group: Optional[str] = typer.Option(
+        None, "--shared-group", metavar="GROUP",
+        help="Share the workspace with GROUP (folders 2770, files 0660; it stays shared). Default: private (0700 / 0600)",
+    ),
 ) -> None:
     """Train and run the two-stage aneurysm detector as background jobs of a workspace."""
     if db is not None and workspace is None:
         workspace = db.resolve().parent
     ctx.obj = State(Workspace.choose(workspace), db.resolve() if db else None)
+    if shared_group:
+        try:
+            ctx.obj.workspace.share_with(shared_group)
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
+    ctx.obj.workspace.apply_umask()  # before anything is created: private unless shared
+    _CURRENT["db"] = ctx.obj.db or ctx.obj.workspace.db_path
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())  # the TUI will open here (a later issue)
 

@@ -5,6 +5,10 @@ another node of a cluster with a shared file system. Each event is one JSON obje
 written with a single ``write`` on an ``O_APPEND`` descriptor so that lines from the runner's
 threads never interleave; readers consume complete lines only and remember a byte offset.
 
+A write cut short by a full disk leaves a partial line; the next event then starts on a new line
+(the partial one is skipped by readers as a bad line), so the ``finished`` event written after
+the runner frees its disk reserve is always readable.
+
 Event types: ``started`` (pid, host), ``progress`` (done, total, message), ``metric`` (name,
 value, step), ``resource`` (see monitor), ``artefact`` (name, path), ``log`` (message) and
 ``finished`` (status ``succeeded`` / ``failed`` / ``cancelled``, exit_code, error). Every event has
@@ -27,8 +31,12 @@ LOG = "log.txt"
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary name, then rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_spec(job_dir: Path) -> dict[str, Any]:
@@ -40,14 +48,34 @@ class EventWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the umask decides
         self._lock = threading.Lock()
+        self._partial = False
 
     def emit(self, type_: str, **fields: Any) -> None:
+        """Append one event; OSError (with the file name) when the disk refuses it."""
         event = {"t": time.time(), "type": type_, **fields}
         line = (json.dumps(event, default=str) + "\n").encode()
         with self._lock:
-            os.write(self._fd, line)  # one write per line: lines never interleave
+            if self._partial:
+                line = b"\n" + line
+            try:
+                written = os.write(self._fd, line)  # one write per line: lines never interleave
+                while written < len(line):  # cut short (disk full): finish it or fail below
+                    self._partial = True
+                    written += os.write(self._fd, line[written:])
+            except OSError as exc:
+                self._partial = True
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+            self._partial = False
+
+    def emit_quietly(self, type_: str, **fields: Any) -> bool:
+        """:meth:`emit`, False instead of an error (resource samples: losing one is harmless)."""
+        try:
+            self.emit(type_, **fields)
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         with self._lock:

@@ -18,11 +18,15 @@ import psutil
 
 from rsna_tui.jobs.events import LOG
 from rsna_tui.jobs.executor import Launched, runner_command
+from rsna_tui.jobs.procgroup import end_group, members
 from rsna_tui.jobs.store import JobRow
 
 #: Two start times within this many seconds are the same process (psutil rounds them).
 CREATE_TIME_TOLERANCE_S = 0.05
 POLL_S = 0.05
+#: How long an ended job's runner may take to exit (it wrote ``finished``) before it is killed.
+LEADER_EXIT_S = 3.0
+SWEEP_GRACE_S = 1.0
 
 
 def process_matches(pid: int, create_time: float | None) -> bool:
@@ -47,6 +51,21 @@ def group_alive(pgid: int) -> bool:
         return True
     members = [p for p in psutil.process_iter(["status"]) if _pgid(p.pid) == pgid]
     return any(p.info["status"] != psutil.STATUS_ZOMBIE for p in members)
+
+
+def group_is_ours(pgid: int, create_time: float | None) -> bool:
+    """Whether group ``pgid`` can still be the job's: its leader is ours, a zombie or gone.
+
+    A pid is not reused while a process group of that number has members, so a live leader of
+    another start time means our group is empty and the number belongs to someone else.
+    """
+    try:
+        proc = psutil.Process(pgid)
+        if proc.status() == psutil.STATUS_ZOMBIE or create_time is None:
+            return True
+        return abs(proc.create_time() - create_time) < CREATE_TIME_TOLERANCE_S
+    except psutil.Error:
+        return True
 
 
 def _pgid(pid: int) -> int | None:
@@ -95,6 +114,24 @@ class LocalExecutor:
             return False
         _reap()
         return process_matches(int(job.native_id), job.proc_create_time)
+
+    def sweep(self, job: JobRow) -> list[int]:
+        """After a job ended: wait for its runner to exit, then kill anything left of its group.
+
+        Returns the pids that had to be killed (empty in the normal case: the runner ends its
+        group before writing ``finished``).
+        """
+        if job.host != self.host or not job.native_id:
+            return []
+        pgid = int(job.native_id)
+        deadline = time.monotonic() + LEADER_EXIT_S
+        while time.monotonic() < deadline and process_matches(pgid, job.proc_create_time):
+            _reap()
+            time.sleep(POLL_S)
+        _reap()
+        if not group_is_ours(pgid, job.proc_create_time) or not members(pgid):
+            return []
+        return end_group(pgid, SWEEP_GRACE_S)
 
     def cancel(self, job: JobRow, grace: float) -> bool:
         """SIGTERM to the job's process group, SIGKILL after ``grace`` seconds."""

@@ -8,9 +8,20 @@ Slurm) only has to run this command with stdout/stderr going to ``log.txt``.
 
 ``started`` is written before the stage's module is imported (that can mean torch and nnU-Net,
 seconds), so a job reads ``running`` right after launch.
+
+Hardening:
+- one runner per job folder: it holds an flock on ``runner.lock`` (with its pid) for its life, so
+  a job relaunched after its launcher crashed can never run twice; a second runner exits at once
+  (exit 3) without writing an event.
+- nothing of the job outlives it: before ``finished`` the runner ends every other process of its
+  process group (SIGTERM, SIGKILL after a grace), whatever the way the stage ended.
+- a full disk still gets a ``finished`` event: a small reserve file is allocated at start and
+  freed just before writing it, and the error says "disk full" (or "file size limit").
+- files are created under the workspace's permission policy (private unless shared).
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import signal
@@ -25,12 +36,22 @@ import psutil
 
 from engine.context import StageContext, WorkspaceLayout
 from rsna_tui.jobs.events import EVENTS, EventReporter, EventWriter, read_spec
+from rsna_tui.jobs.launches import RUNNER_LOCK, take_runner_lock
 from rsna_tui.jobs.monitor import ResourceMonitor
+from rsna_tui.jobs.procgroup import end_group
 from rsna_tui.workspace import Workspace
 
 EXIT_FAILED = 1
+EXIT_DUPLICATE = 3
 EXIT_CANCELLED = 128 + signal.SIGTERM
+#: Seconds the job's other processes get between SIGTERM and SIGKILL when the stage has ended.
 CHILD_GRACE_S = 3.0
+CHILD_GRACE_VAR = "RSNA_TUI_CHILD_GRACE"
+#: On cancel the manager has sent SIGTERM to the whole group already and kills it after its own
+#: grace; the runner waits less so that it writes ``finished`` before that.
+CANCEL_GRACE_S = 0.5
+RESERVE = ".reserve"
+RESERVE_BYTES = 256 * 1024
 
 
 class Cancelled(BaseException):
@@ -53,9 +74,12 @@ def resolve_function(spec: dict[str, Any]) -> Callable[[dict[str, Any], StageCon
     return getattr(importlib.import_module(module), attr)
 
 
-def stop_children(grace: float = CHILD_GRACE_S) -> None:
-    """SIGTERM the stage's child processes, SIGKILL those still alive after ``grace`` seconds."""
-    children = psutil.Process().children(recursive=True)
+def stop_children(grace: float) -> list[int]:
+    """End the job's other processes: its process group when it leads one, else its tree."""
+    me = os.getpid()
+    if os.getpgid(0) == me:  # the local backend's case: new session, the runner leads the group
+        return end_group(me, grace, exclude=me)
+    children = psutil.Process().children(recursive=True)  # e.g. under Slurm: the tree only
     for child in children:
         try:
             child.terminate()
@@ -67,11 +91,51 @@ def stop_children(grace: float = CHILD_GRACE_S) -> None:
             child.kill()
         except psutil.Error:
             pass
+    return [c.pid for c in children]
+
+
+def reserve_space(job_dir: Path) -> Path | None:
+    """Allocate a little disk that :func:`run_job` frees to write ``finished`` on a full disk."""
+    path = job_dir / RESERVE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The job's error line; a full disk or file size limit says so first."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {text}"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return f"file size limit reached (ulimit -f): {text}"
+    return text
+
+
+def child_grace() -> float:
+    try:
+        return float(os.environ.get(CHILD_GRACE_VAR) or CHILD_GRACE_S)
+    except ValueError:
+        return CHILD_GRACE_S
 
 
 def run_job(job_dir: Path) -> int:
     """Run the job of one folder; returns the process exit code."""
+    lock = take_runner_lock(job_dir)
+    if lock is None:
+        print(f"runner {os.getpid()}: another runner holds {job_dir / RUNNER_LOCK}; this one exits", flush=True)
+        return EXIT_DUPLICATE
     spec = read_spec(job_dir)
+    workspace = Workspace(Path(spec["workspace"]))
+    workspace.apply_umask()
+    reserve = reserve_space(job_dir)
     writer = EventWriter(job_dir / EVENTS)
     signal.signal(signal.SIGTERM, _on_sigterm)
     status, code, error = "succeeded", 0, None
@@ -79,11 +143,10 @@ def run_job(job_dir: Path) -> int:
     try:
         writer.emit(
             "started", pid=os.getpid(), host=socket.gethostname(), attempt=spec.get("attempt", 1),
-            resume=bool(spec.get("resume")),
+            resume=bool(spec.get("resume")), create_time=psutil.Process().create_time(),
         )
-        monitor = ResourceMonitor(writer.emit)
+        monitor = ResourceMonitor(writer.emit_quietly)  # a sample lost to a full disk is no failure
         monitor.start()
-        workspace = Workspace(Path(spec["workspace"]))
         os.environ.update(workspace.job_environment())  # nnU-Net reads these at import time
         function = resolve_function(spec)
         ctx = StageContext(
@@ -97,19 +160,32 @@ def run_job(job_dir: Path) -> int:
         if exc.code not in (None, 0):
             status, code, error = "failed", EXIT_FAILED, f"stage exited with {exc.code}"
     except BaseException as exc:  # the job's record must say why, whatever it was
-        traceback.print_exc()
-        status, code, error = "failed", EXIT_FAILED, f"{type(exc).__name__}: {exc}"
+        _say(traceback.format_exc())
+        status, code, error = "failed", EXIT_FAILED, failure_reason(exc)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if monitor is not None:
             monitor.stop()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        writer.emit("finished", status=status, exit_code=code, error=error)
+        left = stop_children(CANCEL_GRACE_S if status == "cancelled" else child_grace())
+        if left:
+            _say(f"runner: ended {len(left)} leftover processes of the job: {left}")
+        if reserve is not None:
+            reserve.unlink(missing_ok=True)
+        writer.emit("finished", status=status, exit_code=code, error=error, ended_processes=len(left))
         writer.close()
-    if status == "cancelled":
-        stop_children()
+        lock.close()
     return code
+
+
+def _say(text: str) -> None:
+    """A line in log.txt; a full disk must not stop the ``finished`` event."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is sys.stdout:
+                print(text.rstrip("\n"), file=stream)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ queued after that look was queued after the lock was free, so its submitter star
 from __future__ import annotations
 
 import fcntl
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,10 +24,14 @@ POLL_S = 0.5
 
 
 def _try_lock(handle: IO[str]) -> bool:
+    """Take the workspace's scheduler lock and write our pid in it (``rsna-tui doctor`` shows it)."""
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
     return True
 
 

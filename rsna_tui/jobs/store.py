@@ -10,20 +10,29 @@ Schema: a new database is created from the SQLModel classes of :mod:`rsna_tui.jo
 (the newest schema); an older one is upgraded in place by the ordered :data:`MIGRATIONS`; a newer
 one is refused, never dropped. Queries use :mod:`sqlite3` directly so that a CLI command does not
 pay for importing SQLAlchemy (see the models module).
+
+Errors: whatever SQLite says about the file (not a database, damaged, locked, read-only, disk
+full) leaves this module as a :class:`StoreError` whose one-line message names the file and what
+to do (``rsna-tui doctor`` rebuilds a damaged database from the job folders). A refused file is
+never written to.
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 #: The schema version this code writes (mirrors ``models.SCHEMA_VERSION`` without importing it).
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
+#: Overrides :data:`BUSY_TIMEOUT_S` (seconds), e.g. for scripts that would rather fail fast.
+BUSY_TIMEOUT_VAR = "RSNA_TUI_BUSY_TIMEOUT"
 
 ACTIVE = ("queued", "starting", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "lost")
@@ -49,8 +58,87 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
-class SchemaError(RuntimeError):
+class StoreError(RuntimeError):
+    """``jobs.db`` cannot be used as it is; the message names the file and what to do.
+
+    ``kind`` is one of ``damaged``, ``locked``, ``readonly``, ``full``, ``schema`` or ``error``
+    (what ``rsna-tui doctor`` needs to decide on a repair).
+    """
+
+    def __init__(self, message: str, path: Path | None = None, kind: str = "error") -> None:
+        super().__init__(message)
+        self.path = path
+        self.kind = kind
+
+
+class SchemaError(StoreError):
     """A database this version cannot use (written by a newer rsna-tui, or not ours)."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message, path, "schema")
+
+
+def busy_timeout() -> float:
+    """Seconds a writer waits for another one (``RSNA_TUI_BUSY_TIMEOUT``, else 60)."""
+    try:
+        return float(os.environ.get(BUSY_TIMEOUT_VAR) or BUSY_TIMEOUT_S)
+    except ValueError:
+        return BUSY_TIMEOUT_S
+
+
+def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The one-line message for what SQLite said about ``path``."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    if name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT") or "malformed" in text or "not a database" in text:
+        return StoreError(
+            f"{path} is damaged ({text}); it was left untouched. Run `rsna-tui doctor --repair` to set it "
+            "aside and rebuild the job list from the job folders, or use another workspace.", path, "damaged",
+        )
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return StoreError(
+            f"{path} is locked by another process ({text}, waited {busy_timeout():.0f} s): wait for it or stop it "
+            f"(`fuser -v {path}` names it), then try again; on a network file system the lock may be stale "
+            "(`rsna-tui doctor`).", path, "locked",
+        )
+    if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+        return StoreError(
+            f"{path} cannot be written ({text}): make it and its folder writable for you, or read it with "
+            f"`rsna-tui --db {path} jobs`.", path, "readonly",
+        )
+    if name == "SQLITE_FULL" or "disk is full" in text:
+        return StoreError(
+            f"{path}: the disk is full ({text}); nothing was changed. Free some space and try again.", path, "full",
+        )
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return StoreError(
+            f"{path} cannot be opened ({text}): check that its folder exists and that you may read and write it.",
+            path, "readonly",
+        )
+    return StoreError(f"{path}: {text} (`rsna-tui doctor` checks the workspace)", path)
+
+
+@contextmanager
+def translated(path: Path) -> Iterator[None]:
+    """Turn an :class:`sqlite3.Error` raised inside into the :class:`StoreError` of ``path``."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise store_error(path, exc) from exc
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """A Store method whose SQLite errors become StoreErrors naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        with translated(self.path):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
@@ -154,26 +242,29 @@ class Store:
     def __init__(self, path: Path | str, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        if readonly:
-            if not self.path.exists():
-                raise FileNotFoundError(f"no database at {self.path}")
-            uri = f"file:{self.path.resolve()}?mode=ro"
-            self.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        self.conn.execute("PRAGMA foreign_keys = ON")
         self._in_write = False
-        try:
-            self._ensure_schema()  # before WAL: a refused file must stay byte for byte as it was
-        except BaseException:
-            self.conn.close()
-            raise
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(f"no database at {self.path}")
         if not readonly:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        timeout = busy_timeout()
+        with translated(self.path):
+            if readonly:
+                uri = f"file:{self.path.resolve()}?mode=ro"
+                self.conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+            else:
+                self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            try:
+                self.conn.row_factory = sqlite3.Row
+                self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                self.conn.execute("PRAGMA foreign_keys = ON")
+                self._ensure_schema()  # before WAL: a refused file must stay byte for byte as it was
+                if not readonly:
+                    self.conn.execute("PRAGMA journal_mode = WAL")
+                    self.conn.execute("PRAGMA synchronous = NORMAL")
+            except BaseException:
+                self.conn.close()
+                raise
 
     def close(self) -> None:
         self.conn.close()
@@ -197,17 +288,19 @@ class Store:
         if self._in_write:
             yield self.conn
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._in_write = True
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
-        finally:
-            self._in_write = False
+        with translated(self.path):
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._in_write = True
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite may have rolled back already (disk full, damage)
+                    self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._in_write = False
 
     def schema_version(self) -> int:
         """0 for an empty database."""
@@ -216,7 +309,7 @@ class Store:
             if tables:
                 raise SchemaError(
                     f"{self.path} has tables ({', '.join(sorted(tables))}) but no schema_version: "
-                    "it was not written by rsna-tui; use another workspace"
+                    "it was not written by rsna-tui; use another workspace", self.path,
                 )
             return 0
         row = self.conn.execute("SELECT version FROM schema_version WHERE id = 1").fetchone()
@@ -230,12 +323,12 @@ class Store:
             raise SchemaError(
                 f"{self.path} has schema version {version}, written by a newer rsna-tui; this one "
                 f"knows versions up to {SCHEMA_VERSION}. Upgrade rsna-tui (pip install -U rsna-tui) "
-                "or use another workspace; the database was left untouched."
+                "or use another workspace; the database was left untouched.", self.path,
             )
         if self.readonly:
             raise SchemaError(
                 f"{self.path} has schema version {version} (current {SCHEMA_VERSION}) and is open "
-                "read-only; open its workspace with --workspace once to upgrade it"
+                "read-only; open its workspace with --workspace once to upgrade it", self.path,
             )
         with self.write() as conn:
             version = self.schema_version()  # another process may have done it meanwhile
@@ -251,6 +344,7 @@ class Store:
                     conn.execute(statement)
                 conn.execute("UPDATE schema_version SET version = ? WHERE id = 1", (target,))
 
+    @_guarded
     def snapshot(self, dest: Path | str) -> Path:
         """A consistent, compacted copy in rollback-journal mode (e.g. ``jobs.db.example``).
 
@@ -271,6 +365,7 @@ class Store:
 
     # -- jobs ----------------------------------------------------------------------------------
 
+    @_guarded
     def insert_job(self, job: JobRow) -> JobRow:
         """Insert a new job; its id is assigned here (ids only grow)."""
         values = asdict(job)
@@ -284,10 +379,12 @@ class Store:
             job.id = int(cursor.lastrowid)
         return job
 
+    @_guarded
     def get_job(self, job_id: int) -> JobRow | None:
         row = self.conn.execute(JOB_SELECT + " WHERE id = ?", (job_id,)).fetchone()
         return JobRow.from_row(row) if row else None
 
+    @_guarded
     def update_job(self, job_id: int, **values: Any) -> None:
         if not values:
             return
@@ -297,6 +394,7 @@ class Store:
         with self.write() as conn:
             conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
 
+    @_guarded
     def list_jobs(
         self, status: Sequence[str] | str | None = None, stage: str | None = None, limit: int | None = None
     ) -> list[JobRow]:
@@ -304,6 +402,7 @@ class Store:
         where, args = _job_filter(status, stage, limit)
         return [JobRow.from_row(r) for r in self.conn.execute(JOB_SELECT + where, args)]
 
+    @_guarded
     def list_jobs_json(
         self, status: Sequence[str] | str | None = None, stage: str | None = None, limit: int | None = None
     ) -> str:
@@ -316,9 +415,11 @@ class Store:
         rows = self.conn.execute(f"SELECT {_JSON_OBJECT} FROM jobs{where}", args)
         return "[" + ",".join(r[0] for r in rows) + "]"
 
+    @_guarded
     def count_jobs(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
 
+    @_guarded
     def active_jobs(self) -> list[JobRow]:
         """Jobs that are queued, starting or running, oldest first."""
         rows = self.conn.execute(JOB_SELECT + " WHERE status IN (?, ?, ?) ORDER BY id", ACTIVE)
@@ -326,6 +427,7 @@ class Store:
 
     # -- what jobs produced ----------------------------------------------------------------------
 
+    @_guarded
     def last_metrics(self, job_id: int) -> dict[str, dict[str, Any]]:
         """The latest value of each metric of a job: ``{name: {value, step, t}}``."""
         rows = self.conn.execute(
@@ -335,6 +437,7 @@ class Store:
         )
         return {r["name"]: {"value": r["value"], "step": r["step"], "t": r["t"]} for r in rows}
 
+    @_guarded
     def metric_series(self, job_id: int, name: str) -> list[tuple[int | None, float]]:
         """``(step, value)`` of one metric in step order, for curves."""
         rows = self.conn.execute(
@@ -342,10 +445,12 @@ class Store:
         )
         return [(r[0], r[1]) for r in rows]
 
+    @_guarded
     def artefacts(self, job_id: int) -> dict[str, str]:
         rows = self.conn.execute("SELECT name, path FROM artefacts WHERE job_id = ? ORDER BY name", (job_id,))
         return {r[0]: r[1] for r in rows}
 
+    @_guarded
     def resource_samples(self, job_id: int, limit: int | None = None) -> list[dict[str, Any]]:
         """Resource samples of a job, oldest first (the last ``limit`` when given)."""
         sql = "SELECT t, cpu_percent, rss_bytes, gpu_mem_bytes, gpu_util, proc_gpu_mem_bytes FROM resource_samples WHERE job_id = ? ORDER BY t DESC"
@@ -355,9 +460,11 @@ class Store:
             args.append(limit)
         return [dict(r) for r in reversed(self.conn.execute(sql, args).fetchall())]
 
+    @_guarded
     def count_case_predictions(self, job_id: int) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM case_predictions WHERE job_id = ?", (job_id,)).fetchone()[0])
 
+    @_guarded
     def case_predictions(self, job_id: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT series_uid, probabilities, truth, seconds, error FROM case_predictions WHERE job_id = ? "
