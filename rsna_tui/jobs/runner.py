@@ -10,9 +10,9 @@ Slurm) only has to run this command with stdout/stderr going to ``log.txt``.
 seconds), so a job reads ``running`` right after launch.
 
 Hardening:
-- one runner per job folder: it holds an flock on ``runner.lock`` (with its pid) for its life, so
-  a job relaunched after its launcher crashed can never run twice; a second runner exits at once
-  (exit 3) without writing an event.
+- one runner per job folder, once: it holds an flock on ``runner.lock`` (with its pid) for its
+  life, and a folder whose ``events.jsonl`` has events has run already, so a job relaunched after
+  its launcher crashed never runs twice; a second runner exits (exit 3) without writing an event.
 - nothing of the job outlives it: before ``finished`` the runner ends every other process of its
   process group (SIGTERM, SIGKILL after a grace), whatever the way the stage ended.
 - a full disk still gets a ``finished`` event: a small reserve file is allocated at start and
@@ -131,6 +131,10 @@ def run_job(job_dir: Path) -> int:
     lock = take_runner_lock(job_dir)
     if lock is None:
         print(f"runner {os.getpid()}: another runner holds {job_dir / RUNNER_LOCK}; this one exits", flush=True)
+        return EXIT_DUPLICATE
+    if (job_dir / EVENTS).exists() and (job_dir / EVENTS).stat().st_size > 0:
+        lock.close()  # a job folder runs once; a retry or resume is a new job
+        print(f"runner {os.getpid()}: {job_dir} has run already ({EVENTS} has events); this one exits", flush=True)
         return EXIT_DUPLICATE
     spec = read_spec(job_dir)
     workspace = Workspace(Path(spec["workspace"]))

@@ -1,7 +1,8 @@
 """Test-only stages, registered through ``RSNA_TUI_EXTRA_STAGES=tests.app.stages_for_tests:STAGES``.
 
 They exercise the job machinery with real processes but no model: sleeping, failing, spawning
-child processes (one of which ignores SIGTERM), reporting metrics and writing a predictions CSV.
+child processes (one of which ignores SIGTERM), reporting metrics, writing a predictions CSV and
+filling the disk.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def sleeper(params: dict[str, Any], ctx: StageContext) -> None:
 
 
 def spawner(params: dict[str, Any], ctx: StageContext) -> None:
-    """Start child processes (one ignores SIGTERM, one has a child of its own) and wait."""
+    """Start child processes (one ignores SIGTERM, one has a child of its own), wait, then end as
+    ``end`` says: ``return``, ``raise`` (an exception) or ``exit`` (``sys.exit(3)``)."""
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
     nested = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"
     children = [
@@ -59,6 +61,34 @@ def spawner(params: dict[str, Any], ctx: StageContext) -> None:
     pids_file.write_text("\n".join(str(c.pid) for c in children))
     ctx.reporter.log(f"children {[c.pid for c in children]}")
     time.sleep(params["seconds"])
+    if params["end"] == "raise":
+        raise RuntimeError("spawner asked to raise")
+    if params["end"] == "exit":
+        sys.exit(3)
+
+
+def filler(params: dict[str, Any], ctx: StageContext) -> None:
+    """Write ``first.bin`` (small), then ``second.bin`` through a temporary file until the disk
+    (or the file size limit) refuses, reporting a metric per MiB; the temporary file is removed
+    on failure, as the engine's stages do."""
+    out = ctx.job_dir / "outputs"
+    out.mkdir(exist_ok=True)
+    (out / "first.bin").write_bytes(b"1" * 4096)
+    ctx.reporter.artefact("first", out / "first.bin")
+    tmp = out / ".second.bin.tmp"
+    chunk = b"2" * 2**20
+    try:
+        with tmp.open("wb") as handle:
+            for mib in range(params["mib"]):
+                handle.write(chunk)
+                handle.flush()
+                ctx.reporter.metric("written_mib", mib + 1, mib)
+                if params["events"]:  # fill the disk through events.jsonl as well
+                    ctx.reporter.log("x" * 65536)
+        tmp.replace(out / "second.bin")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def predictor(params: dict[str, Any], ctx: StageContext) -> None:
@@ -89,7 +119,14 @@ STAGES: dict[str, Stage] = {
         gpu=True, resumable=True, values={"seconds": 1.0, "steps": 2, "fail": False},
     ),
     "test-spawn": TestStage(
-        "test-spawn", "Spawn children and wait", f"{__name__}:spawner", (_SECONDS,), values={"seconds": 60.0},
+        "test-spawn", "Spawn children and wait", f"{__name__}:spawner",
+        (_SECONDS, Param("end", "str", "How the stage ends", ("return", "raise", "exit"))),
+        values={"seconds": 60.0, "end": "return"},
+    ),
+    "test-fill": TestStage(
+        "test-fill", "Write until the disk is full", f"{__name__}:filler",
+        (Param("mib", "int", "MiB to write"), Param("events", "bool", "Also fill through events")),
+        values={"mib": 64, "events": False},
     ),
     "test-predict": TestStage(
         "test-predict", "Write a predictions CSV", f"{__name__}:predictor",
