@@ -112,7 +112,7 @@ class Workspace:
             st = self.root.stat()
         except OSError:
             return None
-        shared = st.st_mode & stat.S_ISGID and st.st_mode & 0o070 == 0o070
+        shared = bool(st.st_mode & stat.S_ISGID) and (st.st_mode & 0o070) == 0o070
         return st.st_gid if shared else None
 
     def umask(self) -> int:

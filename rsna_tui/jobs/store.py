@@ -247,6 +247,7 @@ class Store:
             raise FileNotFoundError(f"no database at {self.path}")
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_empty(self.path)
         timeout = busy_timeout()
         with translated(self.path):
             if readonly:
@@ -478,6 +479,20 @@ class Store:
             item["truth"] = json.loads(item["truth"]) if item["truth"] else None
             out.append(item)
         return out
+
+
+def _create_empty(path: Path) -> None:
+    """Create a new database file as 0666 under the umask (SQLite would use 0644).
+
+    An empty file is an empty database; the ``-wal`` / ``-shm`` files SQLite adds copy its mode,
+    so the workspace's permission policy (see :mod:`rsna_tui.workspace`) covers all three.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        pass
+    except OSError:
+        pass  # a read-only folder: SQLite's own open says so, naming the file
 
 
 def _create_statements() -> list[str]:
