@@ -367,10 +367,12 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------------
 
     @_guarded
-    def insert_job(self, job: JobRow) -> JobRow:
-        """Insert a new job; its id is assigned here (ids only grow)."""
+    def insert_job(self, job: JobRow, keep_id: bool = False) -> JobRow:
+        """Insert a new job; its id is assigned here (ids only grow), or kept (``rsna-tui doctor``
+        rebuilding rows from job folders)."""
         values = asdict(job)
-        values.pop("id")
+        if not keep_id:
+            values.pop("id")
         values["params"] = json.dumps(values["params"], sort_keys=True)
         values["depends_on"] = json.dumps(values["depends_on"])
         columns = ", ".join(values)
