@@ -39,8 +39,9 @@ from rsna_tui.jobs.events import EVENTS, read_complete, read_spec
 from rsna_tui.jobs.fold import fold_job
 from rsna_tui.jobs.launches import launcher_alive, lock_holder, read_launch
 from rsna_tui.jobs.local import group_is_ours
-from rsna_tui.jobs.manager import LAUNCH_TIMEOUT_S, JobManager, _lock_held
+from rsna_tui.jobs.manager import JobManager, _lock_held
 from rsna_tui.jobs.procgroup import end_group
+from rsna_tui.jobs.recovery import LAUNCH_TIMEOUT_S
 from rsna_tui.jobs.store import ACTIVE, TERMINAL, JobRow, Store, StoreError
 from rsna_tui.workspace import Workspace
 

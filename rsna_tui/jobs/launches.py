@@ -11,6 +11,10 @@ files in the job folder tell the next refresh what happened:
 - ``runner.lock``, flock-ed by the runner for its whole life, with its pid: a live runner is
   adopted (its pid becomes the job's native id), and a second runner of the same folder (a
   relaunch racing a slow first start) exits without writing anything, so a job never runs twice.
+- ``cancel.json``, written by a cancel before it signals: a job whose process then ends without
+  a ``finished`` event (SIGTERM before the runner's handler was installed, SIGKILL after the
+  grace) is ``cancelled``, not ``lost``, whichever manager notices first; a runner that starts
+  after it exits at once, and a crashed launch is not queued again.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import psutil
 
 LAUNCH = "launch.json"
 RUNNER_LOCK = "runner.lock"
+CANCEL = "cancel.json"
 #: A launcher that died this long ago without a runner showing up: the runner never started.
 RELAUNCH_GRACE_S = 5.0
 MAX_LAUNCHES = 3
@@ -44,6 +49,17 @@ def record_launch(job_dir: Path) -> dict[str, Any]:
     }
     write_json_atomic(job_dir / LAUNCH, record)
     return record
+
+
+def request_cancel(job_dir: Path) -> None:
+    from rsna_tui.jobs.events import write_json_atomic
+
+    if job_dir.is_dir():
+        write_json_atomic(job_dir / CANCEL, {"pid": os.getpid(), "host": socket.gethostname(), "t": time.time()})
+
+
+def cancel_requested(job_dir: Path) -> bool:
+    return (job_dir / CANCEL).exists()
 
 
 def read_launch(job_dir: Path) -> dict[str, Any]:

@@ -10,10 +10,11 @@ A queued job starts when every ``--after`` dependency succeeded (a failed, cance
 fails it, naming the dependency) and, for GPU-heavy stages, when a GPU slot is free. CPU-only
 stages never wait for a slot.
 
-Crashes: a job ``starting`` whose launcher died before it started the runner is queued again
-(see :mod:`rsna_tui.jobs.launches`); a job of another host is never marked ``lost`` by a manager
-that cannot see its processes. When a local job ends (finished or lost) its process group must be
-empty; whatever is left is killed and the job's message says so.
+Crashes (see :mod:`rsna_tui.jobs.recovery`): a job ``starting`` whose launcher died before it
+started the runner is queued again; a job of another host is never marked ``lost`` by a manager
+that cannot see its processes; a cancelled job whose process ended without ``finished`` is
+``cancelled``. When a local job ends (finished or lost) its process group must be empty; whatever
+is left is killed and the job's message says so.
 """
 from __future__ import annotations
 
@@ -30,16 +31,13 @@ from rsna_tui.jobs.events import LOG, SPEC, read_spec, tail, write_json_atomic
 from rsna_tui.jobs.executor import Executor
 from rsna_tui.jobs.fold import fold_job
 from rsna_tui.jobs.gpus import gpu_slots, visible_devices
-from rsna_tui.jobs.launches import (
-    MAX_LAUNCHES, RELAUNCH_GRACE_S, launcher_alive, lock_holder, read_launch, record_launch,
-)
+from rsna_tui.jobs import recovery
+from rsna_tui.jobs.launches import record_launch, request_cancel
 from rsna_tui.jobs.local import LocalExecutor
 from rsna_tui.jobs.stage_table import all_stages, find_stage
 from rsna_tui.jobs.store import JOB_SELECT, TERMINAL, JobRow, Store, iso
 from rsna_tui.workspace import Workspace
 
-#: A job ``starting`` this long without a process id never got launched (its launcher died).
-LAUNCH_TIMEOUT_S = 60.0
 DEFAULT_GRACE_S = 10.0
 LOST_LOG_LINES = 10
 
@@ -186,90 +184,26 @@ class JobManager:
                 requeued |= self._check_alive(current)
                 current = self.store.get_job(job.id)
             if current is not None and current.terminal:
-                self._sweep(current)
+                recovery.sweep(self, current)
         if requeued and self.schedule():
             self.ensure_scheduler()
 
     def _check_alive(self, job: JobRow) -> bool:
         """Mark a job whose process vanished ``lost``; True when a crashed launch was queued again."""
-        if not job.native_id and not self._adopt(job):
-            return self._check_launch(job)
+        if not job.native_id and not recovery.adopt(self, job):
+            return recovery.check_launch(self, job)
         job = self.job(job.id)
         alive = self.executors[job.backend].is_alive(job)
         if alive is not False:
             return False
         fold_job(self.store, job.id, self.job_dir(job))  # it may have finished just now
         current = self.store.get_job(job.id)
-        if current is None or current.terminal or self._adopt(current, replace=True):
+        if current is None or current.terminal or recovery.adopt(self, current, replace=True):
             return False
         log_tail = tail(self.job_dir(job) / LOG, LOST_LOG_LINES)
         reason = f"process {job.native_id} on {job.host} ended without a finished event"
-        self._finish(job.id, "lost", reason + (f"; last log lines:\n{log_tail}" if log_tail else "; log is empty"))
+        recovery.vanished(self, job, reason + (f"; last log lines:\n{log_tail}" if log_tail else "; log is empty"))
         return False
-
-    def _adopt(self, job: JobRow, replace: bool = False) -> bool:
-        """Take the pid of the runner holding the job folder's lock as the job's native id.
-
-        A launcher killed after starting the runner never recorded its pid; a relaunched job's
-        own runner exits when a slow first one holds the lock (``replace``: adopt that one).
-        """
-        if job.backend != "local":
-            return False
-        holder = lock_holder(self.job_dir(job))
-        if not holder or not holder.get("pid") or (replace and str(holder["pid"]) == job.native_id):
-            return False
-        with self.store.write() as conn:
-            cursor = conn.execute(
-                "UPDATE jobs SET native_id = ?, host = ?, proc_create_time = ? WHERE id = ? AND status IN "
-                "('starting', 'running') AND (native_id IS NULL OR ?)",
-                (str(holder["pid"]), holder.get("host"), holder.get("create_time"), job.id, replace),
-            )
-        return cursor.rowcount > 0
-
-    def _check_launch(self, job: JobRow) -> bool:
-        """A job picked for launch with no runner: wait for a live launcher, else launch it again."""
-        job_dir = self.job_dir(job)
-        launch = read_launch(job_dir)
-        alive = launcher_alive(launch)
-        if job.status == "running":  # its runner started, never recorded its pid, holds no lock now
-            return self._lost_unrecorded(job)
-        if alive is None:
-            return False  # launched from another host: a manager there decides
-        since = float(launch.get("t") or job.started_at or job.created_at)
-        if alive and time.time() - since < LAUNCH_TIMEOUT_S:
-            return False
-        if time.time() - since < RELAUNCH_GRACE_S:
-            return False  # a runner started just before its launcher died may still be starting
-        launcher = f"its launcher (pid {launch.get('pid')} on {launch.get('host')})" if launch else "its launcher"
-        if int(launch.get("launches", 1)) >= MAX_LAUNCHES:
-            self._finish(job.id, "failed", f"never started: {launcher} died before starting it, {MAX_LAUNCHES} times")
-            return False
-        with self.store.write() as conn:
-            cursor = conn.execute(
-                "UPDATE jobs SET status = 'queued', started_at = NULL, gpu_slot = NULL, message = ? "
-                "WHERE id = ? AND status = 'starting' AND native_id IS NULL",
-                (f"queued again: {launcher} {'died' if not alive else 'hung'} before starting it", job.id),
-            )
-        return cursor.rowcount > 0
-
-    def _lost_unrecorded(self, job: JobRow) -> bool:
-        if job.host and job.host != self.executors["local"].host:
-            return False
-        fold_job(self.store, job.id, self.job_dir(job))
-        current = self.store.get_job(job.id)
-        if current is not None and not current.terminal and not self._adopt(current):
-            self._finish(job.id, "lost", "its runner ended without a finished event (its launcher died before recording its pid)")
-        return False
-
-    def _sweep(self, job: JobRow) -> None:
-        """Kill what is left of an ended local job's process group and say so in its message."""
-        sweep = getattr(self.executors.get(job.backend), "sweep", None)
-        if sweep is None:
-            return
-        left = sweep(job)
-        if left:
-            note = f"{len(left)} processes of the job were still running after it ended (pids {', '.join(map(str, left))}); killed"
-            self.store.update_job(job.id, message=note)
 
     def _finish(self, job_id: int, status: str, error: str, only_if: tuple[str, ...] | None = None) -> bool:
         """Set a terminal status unless the job already has one (or is not in ``only_if``)."""
@@ -392,6 +326,7 @@ class JobManager:
             job = self.job(job.id)
         if job.terminal:
             return job
+        request_cancel(self.job_dir(job))  # whoever sees the process end first says cancelled, not lost
         stopped = self.executors[job.backend].cancel(job, grace)
         fold_job(self.store, job.id, self.job_dir(job))
         reason = "cancelled; killed after the grace period" if stopped else "cancel requested; processes may remain"

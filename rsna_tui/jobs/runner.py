@@ -36,7 +36,7 @@ import psutil
 
 from engine.context import StageContext, WorkspaceLayout
 from rsna_tui.jobs.events import EVENTS, EventReporter, EventWriter, read_spec
-from rsna_tui.jobs.launches import RUNNER_LOCK, take_runner_lock
+from rsna_tui.jobs.launches import RUNNER_LOCK, cancel_requested, take_runner_lock
 from rsna_tui.jobs.monitor import ResourceMonitor
 from rsna_tui.jobs.procgroup import end_group
 from rsna_tui.workspace import Workspace
@@ -136,6 +136,10 @@ def run_job(job_dir: Path) -> int:
         lock.close()  # a job folder runs once; a retry or resume is a new job
         print(f"runner {os.getpid()}: {job_dir} has run already ({EVENTS} has events); this one exits", flush=True)
         return EXIT_DUPLICATE
+    if cancel_requested(job_dir):  # cancelled while it was being launched
+        lock.close()
+        print(f"runner {os.getpid()}: {job_dir} was cancelled before it started; this one exits", flush=True)
+        return EXIT_CANCELLED
     spec = read_spec(job_dir)
     workspace = Workspace(Path(spec["workspace"]))
     workspace.apply_umask()

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rsna_tui.jobs import manager as manager_module
+from rsna_tui.jobs import recovery
 from rsna_tui.jobs.executor import runner_command
 from rsna_tui.jobs.launches import read_launch
 from rsna_tui.jobs.manager import JobManager
@@ -135,7 +135,7 @@ def test_scheduler_killed_in_the_middle_of_a_launch_the_job_is_launched_again(
     log.unlink()
     picked = manager.job(job.id)
     assert (picked.status, picked.native_id) == ("starting", None)
-    monkeypatch.setattr(manager_module, "RELAUNCH_GRACE_S", 0.0)
+    monkeypatch.setattr(recovery, "RELAUNCH_GRACE_S", 0.0)
     manager.refresh()  # sees the dead launcher and no runner: queued again, and launched at once
     again = manager.job(job.id)
     assert again.status in ("starting", "running") and again.native_id
