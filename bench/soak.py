@@ -6,7 +6,8 @@ Four launcher processes submit ``--jobs`` short jobs between them (through ``Job
 as the CLI does): most report metrics and end, some spawn children (one ignoring SIGTERM) and
 end normally, some fail, some hold one of two GPU slots so that jobs queue and the detached
 scheduler runs. Meanwhile a chaos process SIGKILLs random runners (alone or with their group),
-SIGKILLs the scheduler (also in the middle of launches), cancels random jobs and folds events.
+SIGKILLs the scheduler (aiming at the middle of a launch: a job picked but not yet started),
+cancels random jobs and folds events.
 After the launchers end, the queue is drained (bounded by ``--seconds`` in all).
 
 Prints: jobs per status; events written (complete lines of every ``events.jsonl``) vs folded
@@ -119,7 +120,7 @@ def chaos(root: Path, seed: int, until_file: Path, deadline: float, calm: bool =
     while not until_file.exists() and time.time() < deadline:
         time.sleep(rng.uniform(0.05, 0.2))
         try:
-            action = "fold" if calm else rng.choices(["kill", "kill-group", "kill-scheduler", "cancel", "fold"], [3, 2, 2, 2, 3])[0]
+            action = "fold" if calm else rng.choices(["kill", "kill-group", "kill-scheduler", "cancel", "fold"], [3, 2, 3, 2, 3])[0]
             active = [j for j in manager.store.active_jobs() if j.native_id]
             if action in ("kill", "kill-group") and active:
                 job = rng.choice(active)
@@ -132,9 +133,10 @@ def chaos(root: Path, seed: int, until_file: Path, deadline: float, calm: bool =
             elif action == "kill-scheduler":
                 pid = _scheduler_pid(root)
                 if pid:
+                    launching = _wait_for_a_launch(manager, 1.0)  # aim at the middle of a launch
                     os.kill(pid, signal.SIGKILL)
-                    actions[action] += 1
-                    log.write(f"{time.time():.3f} {action} pid {pid}\n")
+                    actions[action + (" (during a launch)" if launching else "")] += 1
+                    log.write(f"{time.time():.3f} {action} pid {pid} launching {launching}\n")
             elif action == "cancel" and active:
                 job = rng.choice(active)
                 log.write(f"{time.time():.3f} cancel job {job.id} pid {job.native_id}\n")
@@ -149,6 +151,17 @@ def chaos(root: Path, seed: int, until_file: Path, deadline: float, calm: bool =
             _record(errors, exc)
     manager.close()
     return {"actions": dict(actions), "errors": dict(errors), "killed": killed}
+
+
+def _wait_for_a_launch(manager: Any, seconds: float) -> bool:
+    """Poll until some job is picked for launch but has no process yet (True), or time is up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        row = manager.store.conn.execute("SELECT 1 FROM jobs WHERE status = 'starting' AND native_id IS NULL").fetchone()
+        if row:
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def _scheduler_pid(root: Path) -> int | None:
