@@ -15,7 +15,9 @@ folders are the source of truth (``spec.json`` says what a job is, ``events.json
   ``lost``; ended rows without folders (deleted to save space) are only counted.
 - **launches**: ``starting`` jobs whose launcher died before starting the runner are queued
   again (the rule every refresh applies; see :mod:`rsna_tui.jobs.launches`).
-- **scheduler**: queued jobs but no scheduler holding ``scheduler.lock`` -> one is started.
+- **scheduler**: queued jobs but no scheduler holding ``scheduler.lock`` -> one is started. (An
+  flock is released when its holder dies, so a lock held with no such process here means a
+  scheduler on another host or a stale network-file-system lock: reported, not removed.)
 - **processes**: processes still running in the process group of an ended job -> killed.
 - **permissions**: a workspace root that others may enter -> closed to them (and to the group
   unless the workspace policy lets it in; see :mod:`rsna_tui.workspace`).
@@ -193,8 +195,12 @@ class _Doctor:
         queued = len(store.list_jobs(status="queued"))
         lock = self.workspace.scheduler_lock
         if _lock_held(lock):
-            pid = lock.read_text().strip() if lock.exists() else "?"
-            self.add("scheduler", "ok", f"the scheduler runs (pid {pid}), {queued} jobs queued")
+            pid = lock.read_text().strip() if lock.exists() else ""
+            if pid.isdigit() and psutil.pid_exists(int(pid)):
+                self.add("scheduler", "ok", f"the scheduler runs (pid {pid}), {queued} jobs queued")
+            else:  # flock is released when its holder dies; only a network file system keeps it
+                self.add("scheduler", "warning", f"{lock} is held but its pid ({pid or 'none'}) does not run here: a "
+                         "scheduler on another host, or a stale lock of a network file system (remove the file)")
         elif queued:
             message = f"{queued} jobs are queued but no scheduler runs (it was killed?)"
             if self.repair and manager.schedule():
