@@ -141,7 +141,7 @@ def run_job(job_dir: Path) -> int:
         print(f"runner {os.getpid()}: {job_dir} was cancelled before it started; this one exits", flush=True)
         return EXIT_CANCELLED
     spec = read_spec(job_dir)
-    workspace = Workspace(Path(spec["workspace"]))
+    workspace = Workspace(Path(spec.get("workspace") or job_dir.parent.parent))  # <workspace>/jobs/<id>
     workspace.apply_umask()
     reserve = reserve_space(job_dir)
     writer = EventWriter(job_dir / EVENTS)
@@ -174,7 +174,11 @@ def run_job(job_dir: Path) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if monitor is not None:
             monitor.stop()
-        left = stop_children(CANCEL_GRACE_S if status == "cancelled" else child_grace())
+        try:
+            left = stop_children(CANCEL_GRACE_S if status == "cancelled" else child_grace())
+        except Exception as exc:  # finished must be written whatever happens here
+            _say(f"runner: could not end the job's other processes: {exc!r}")
+            left = []
         if left:
             _say(f"runner: ended {len(left)} leftover processes of the job: {left}")
         if reserve is not None:
