@@ -7,8 +7,8 @@ Output is Rich on a terminal, plain tab-separated text when piped, JSON with ``-
 
 Exit codes: 0 success; 1 a failed job (``--follow``), a request that cannot be done or a database
 that cannot be used (damaged, locked, read-only, newer: one line naming the file and what to do,
-the file untouched); 2 a bad stage, parameter or option (the message lists the valid ones). The module imports neither torch
-nor SQLAlchemy, so commands start fast.
+the file untouched); 2 a bad stage, parameter or option (the message lists the valid ones). The
+module imports neither torch nor SQLAlchemy, so commands start fast.
 """
 from __future__ import annotations
 

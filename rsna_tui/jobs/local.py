@@ -57,13 +57,14 @@ def group_is_ours(pgid: int, create_time: float | None) -> bool:
     """Whether group ``pgid`` can still be the job's: its leader is ours, a zombie or gone.
 
     A pid is not reused while a process group of that number has members, so a live leader of
-    another start time means our group is empty and the number belongs to someone else.
+    another start time means our group is empty and the number belongs to someone else. A live
+    leader whose start time we never knew cannot be told apart: not ours, to be safe.
     """
     try:
         proc = psutil.Process(pgid)
-        if proc.status() == psutil.STATUS_ZOMBIE or create_time is None:
+        if proc.status() == psutil.STATUS_ZOMBIE:
             return True
-        return abs(proc.create_time() - create_time) < CREATE_TIME_TOLERANCE_S
+        return create_time is not None and abs(proc.create_time() - create_time) < CREATE_TIME_TOLERANCE_S
     except psutil.Error:
         return True
 

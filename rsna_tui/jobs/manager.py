@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.stages import ParameterError
+from rsna_tui.jobs import recovery
 from rsna_tui.jobs.events import LOG, SPEC, read_spec, tail, write_json_atomic
 from rsna_tui.jobs.executor import Executor
 from rsna_tui.jobs.fold import fold_job
 from rsna_tui.jobs.gpus import gpu_slots, visible_devices
-from rsna_tui.jobs import recovery
 from rsna_tui.jobs.launches import record_launch, request_cancel
 from rsna_tui.jobs.local import LocalExecutor
 from rsna_tui.jobs.stage_table import all_stages, find_stage
@@ -190,9 +190,10 @@ class JobManager:
 
     def _check_alive(self, job: JobRow) -> bool:
         """Mark a job whose process vanished ``lost``; True when a crashed launch was queued again."""
-        if not job.native_id and not recovery.adopt(self, job):
-            return recovery.check_launch(self, job)
-        job = self.job(job.id)
+        if not job.native_id:
+            if not recovery.adopt(self, job):
+                return recovery.check_launch(self, job)
+            job = self.job(job.id)  # with the adopted runner's pid
         alive = self.executors[job.backend].is_alive(job)
         if alive is not False:
             return False
