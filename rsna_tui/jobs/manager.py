@@ -255,13 +255,21 @@ class JobManager:
                         continue
                     busy.add(free)
                     job.gpu_slot = free
+                try:
+                    record_launch(self.job_dir(job))  # in the transaction: a starting job always has one
+                except OSError as exc:  # its folder is gone or the disk is full: this job only fails
+                    error = f"could not start: {type(exc).__name__}: {exc}"
+                    conn.execute("UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                                 (error, time.time(), job.id))
+                    statuses[job.id] = ("failed", error)
+                    busy.discard(job.gpu_slot)
+                    continue
                 job.status, job.started_at = "starting", time.time()
                 conn.execute(
                     "UPDATE jobs SET status = 'starting', gpu_slot = ?, started_at = ? WHERE id = ?",
                     (job.gpu_slot, job.started_at, job.id),
                 )
                 statuses[job.id] = ("starting", None)
-                record_launch(self.job_dir(job))  # in the transaction: a starting job always has one
                 to_launch.append(job)
         for job in to_launch:
             self._launch(job)

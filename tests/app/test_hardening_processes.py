@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,3 +167,12 @@ def test_a_runner_started_by_a_launcher_that_died_is_adopted_and_never_runs_twic
     first.wait(timeout=10)
     assert done.status == "succeeded"
     assert [e["type"] for e in events_of(workspace, job.id)].count("started") == 1
+
+
+def test_a_queued_job_whose_folder_is_gone_fails_alone(manager: JobManager, workspace: Path) -> None:
+    gone = manager.submit("test-sleep", start=False)
+    shutil.rmtree(workspace / "jobs" / str(gone.id))
+    ok = manager.submit("test-sleep", overrides=["seconds=0.1"])  # schedules both: one bad job must not block the queue
+    failed = manager.job(gone.id)
+    assert failed.status == "failed" and failed.error.startswith("could not start: FileNotFoundError")
+    assert wait_for(manager, ok.id, lambda j: j.terminal).status == "succeeded"
