@@ -54,8 +54,10 @@ def record_launch(job_dir: Path) -> dict[str, Any]:
 def request_cancel(job_dir: Path) -> None:
     from rsna_tui.jobs.events import write_json_atomic
 
-    if job_dir.is_dir():
+    try:
         write_json_atomic(job_dir / CANCEL, {"pid": os.getpid(), "host": socket.gethostname(), "t": time.time()})
+    except OSError:
+        pass  # no folder or a full disk: the cancel goes on; a vanished process may then read lost
 
 
 def cancel_requested(job_dir: Path) -> bool:
@@ -83,11 +85,14 @@ def take_runner_lock(job_dir: Path) -> IO[str] | None:
                 handle.close()
                 return None
             time.sleep(0.05)
-    handle.truncate(0)
-    handle.write(json.dumps({
-        "pid": os.getpid(), "create_time": psutil.Process().create_time(), "host": socket.gethostname(),
-    }))
-    handle.flush()
+    try:
+        handle.truncate(0)
+        handle.write(json.dumps({
+            "pid": os.getpid(), "create_time": psutil.Process().create_time(), "host": socket.gethostname(),
+        }))
+        handle.flush()
+    except OSError:
+        pass  # a full disk: the lock still holds; managers just cannot adopt this runner by it
     return handle
 
 
