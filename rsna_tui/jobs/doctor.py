@@ -45,6 +45,7 @@ from rsna_tui.jobs.manager import JobManager, _lock_held
 from rsna_tui.jobs.procgroup import end_group
 from rsna_tui.jobs.recovery import LAUNCH_TIMEOUT_S
 from rsna_tui.jobs.store import ACTIVE, TERMINAL, JobRow, Store, StoreError
+from rsna_tui.jobs.store_errors import on_read_only_fs
 from rsna_tui.workspace import Workspace
 
 LOW_DISK_BYTES = 2**30
@@ -246,8 +247,11 @@ class _Doctor:
             self.add("permissions", "ok", f"{root} is {who} (mode {mode:o})")
 
     def _disk(self) -> None:
+        if on_read_only_fs(self.workspace.root):
+            self.add("disk", "problem", f"{self.workspace.root} is on a read-only file system: jobs cannot run there")
+            return
         usage = shutil.disk_usage(self.workspace.root)
-        text = f"{usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.1f} GiB on the workspace's file system"
+        text = f"{_size(usage.free)} free of {_size(usage.total)} on the workspace's file system"
         level = "problem" if usage.free < FULL_DISK_BYTES else "warning" if usage.free < LOW_DISK_BYTES else "ok"
         self.add("disk", level, text, "free some space (jobs fail with 'disk full')" if level != "ok" else "")
 
@@ -347,6 +351,10 @@ def process_groups() -> dict[int, list[int]]:
         except OSError:
             continue
     return groups
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _ids(ids: list[int]) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from rsna_tui.jobs.store_errors import (  # noqa: F401  (SchemaError, StoreError: part of this module's API)
-    BUSY_TIMEOUT_S, SchemaError, StoreError, _guarded, busy_timeout, store_error, translated,
+    BUSY_TIMEOUT_S, SchemaError, StoreError, _guarded, busy_timeout, on_read_only_fs, store_error, translated,
 )
 
 #: The schema version this code writes (mirrors ``models.SCHEMA_VERSION`` without importing it).
@@ -167,8 +167,8 @@ class Store:
             _create_empty(self.path)
         timeout = busy_timeout()
         with translated(self.path):
-            if readonly:
-                uri = f"file:{self.path.resolve()}?mode=ro"
+            if readonly:  # on read-only media SQLite cannot make the WAL's -shm: nobody writes there anyway
+                uri = f"file:{self.path.resolve()}?mode=ro" + ("&immutable=1" if on_read_only_fs(self.path) else "")
                 self.conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
             else:
                 self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)

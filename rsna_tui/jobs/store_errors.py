@@ -64,6 +64,11 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
             f"(`fuser -v {path}` names it), then try again; on a network file system the lock may be stale "
             "(`rsna-tui doctor`).", path, "locked",
         )
+    if (name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in text) and on_read_only_fs(path):
+        return StoreError(
+            f"{path} is on a read-only file system ({text}): read it with `rsna-tui --db {path} jobs`, or copy "
+            "the workspace somewhere writable to run jobs.", path, "readonly",
+        )
     if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
         return StoreError(
             f"{path} cannot be written ({text}): make it and its folder writable for you, or read it with "
@@ -79,6 +84,16 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
             path, "readonly",
         )
     return StoreError(f"{path}: {text} (`rsna-tui doctor` checks the workspace)", path)
+
+
+def on_read_only_fs(path: Path) -> bool:
+    """Whether ``path`` (or its folder) lies on a file system mounted read-only."""
+    for candidate in (path, path.parent):
+        try:
+            return bool(os.statvfs(candidate).f_flag & os.ST_RDONLY)
+        except OSError:
+            continue
+    return False
 
 
 @contextmanager

@@ -161,6 +161,6 @@ def test_a_workspace_open_to_others_and_a_nearly_full_disk(cli, workspace: Path,
     try:
         result = cli("--workspace", str(mount), "doctor", "--json", check=False)
         disk = _finding(json.loads(result.stdout), "disk")[0]
-        assert result.returncode == 1 and disk["level"] == "problem" and "GiB free of 0.0 GiB" in disk["message"]
+        assert result.returncode == 1 and disk["level"] == "problem" and disk["message"].endswith("MiB free of 4 MiB on the workspace's file system")
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
