@@ -51,17 +51,27 @@ def record_launch(job_dir: Path) -> dict[str, Any]:
     return record
 
 
-def request_cancel(job_dir: Path) -> None:
+def request_cancel(job_dir: Path, grace: float) -> None:
+    """Record a cancel (and its SIGTERM -> SIGKILL grace) before the signals go out."""
     from rsna_tui.jobs.events import write_json_atomic
 
     try:
-        write_json_atomic(job_dir / CANCEL, {"pid": os.getpid(), "host": socket.gethostname(), "t": time.time()})
+        write_json_atomic(job_dir / CANCEL, {"pid": os.getpid(), "host": socket.gethostname(), "t": time.time(),
+                                             "grace": grace})
     except OSError:
         pass  # no folder or a full disk: the cancel goes on; a vanished process may then read lost
 
 
 def cancel_requested(job_dir: Path) -> bool:
     return (job_dir / CANCEL).exists()
+
+
+def cancel_grace(job_dir: Path) -> float | None:
+    """The grace of a recorded cancel; None when there was none (a SIGTERM from someone else)."""
+    try:
+        return float(json.loads((job_dir / CANCEL).read_text())["grace"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_launch(job_dir: Path) -> dict[str, Any]:

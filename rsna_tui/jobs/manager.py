@@ -335,7 +335,7 @@ class JobManager:
             job = self.job(job.id)
         if job.terminal:
             return job
-        request_cancel(self.job_dir(job))  # whoever sees the process end first says cancelled, not lost
+        request_cancel(self.job_dir(job), grace)  # whoever sees the process end first says cancelled, not lost
         stopped = self.executors[job.backend].cancel(job, grace)
         fold_job(self.store, job.id, self.job_dir(job))
         reason = "cancelled; killed after the grace period" if stopped else "cancel requested; processes may remain"

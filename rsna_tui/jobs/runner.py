@@ -36,7 +36,7 @@ import psutil
 
 from engine.context import StageContext, WorkspaceLayout
 from rsna_tui.jobs.events import EVENTS, EventReporter, EventWriter, read_spec
-from rsna_tui.jobs.launches import RUNNER_LOCK, cancel_requested, take_runner_lock
+from rsna_tui.jobs.launches import RUNNER_LOCK, cancel_grace, cancel_requested, take_runner_lock
 from rsna_tui.jobs.monitor import ResourceMonitor
 from rsna_tui.jobs.procgroup import end_group
 from rsna_tui.workspace import Workspace
@@ -48,8 +48,9 @@ EXIT_CANCELLED = 128 + signal.SIGTERM
 CHILD_GRACE_S = 3.0
 CHILD_GRACE_VAR = "RSNA_TUI_CHILD_GRACE"
 #: On cancel the manager has sent SIGTERM to the whole group already and kills it after its own
-#: grace; the runner waits less so that it writes ``finished`` before that.
-CANCEL_GRACE_S = 0.5
+#: grace (recorded in ``cancel.json``); the runner waits this share of it, so that it writes
+#: ``finished`` before that.
+CANCEL_GRACE_SHARE = 0.5
 RESERVE = ".reserve"
 RESERVE_BYTES = 256 * 1024
 
@@ -119,7 +120,11 @@ def failure_reason(exc: BaseException) -> str:
     return text
 
 
-def child_grace() -> float:
+def _grace(job_dir: Path, status: str) -> float:
+    """Seconds between SIGTERM and SIGKILL for the job's other processes when the stage has ended."""
+    cancelled = cancel_grace(job_dir) if status == "cancelled" else None
+    if cancelled is not None:
+        return max(0.2, CANCEL_GRACE_SHARE * cancelled)
     try:
         return float(os.environ.get(CHILD_GRACE_VAR) or CHILD_GRACE_S)
     except ValueError:
@@ -175,7 +180,7 @@ def run_job(job_dir: Path) -> int:
         if monitor is not None:
             monitor.stop()
         try:
-            left = stop_children(CANCEL_GRACE_S if status == "cancelled" else child_grace())
+            left = stop_children(_grace(job_dir, status))
         except Exception as exc:  # finished must be written whatever happens here
             _say(f"runner: could not end the job's other processes: {exc!r}")
             left = []
