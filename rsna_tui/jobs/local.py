@@ -120,7 +120,9 @@ class LocalExecutor:
         """After a job ended: wait for its runner to exit, then kill anything left of its group.
 
         Returns the pids that had to be killed (empty in the normal case: the runner ends its
-        group before writing ``finished``).
+        group before writing ``finished``). The processes of a ``lost`` job lost their runner
+        already: they get SIGKILL at once, so that no window is left in which this process (a
+        scheduler, say) could be killed between SIGTERM and SIGKILL and leave them running.
         """
         if job.host != self.host or not job.native_id:
             return []
@@ -132,7 +134,7 @@ class LocalExecutor:
         _reap()
         if not group_is_ours(pgid, job.proc_create_time) or not members(pgid):
             return []
-        return end_group(pgid, SWEEP_GRACE_S)
+        return end_group(pgid, 0.0 if job.status == "lost" else SWEEP_GRACE_S)
 
     def cancel(self, job: JobRow, grace: float) -> bool:
         """SIGTERM to the job's process group, SIGKILL after ``grace`` seconds."""
