@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO_WORKSPACE ?= demo-workspace
+DEMO_PROFILE ?= tiny
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test install clean-demo example-db
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rsna-tui --workspace $(DEMO_WORKSPACE) pipeline --profile tiny --follow
+	$(VENV)/bin/rsna-tui --workspace $(DEMO_WORKSPACE) pipeline --dataset demo --profile $(DEMO_PROFILE) --follow
 
 test: $(STAMP)
 	$(PY) -m pytest -q

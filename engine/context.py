@@ -94,3 +94,20 @@ class StageContext:
         job_dir = layout.job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         return cls(layout, job_dir, reporter or ListReporter(), job_id=job_id)
+
+
+def input_path(name: str, value: str, what: str) -> Path:
+    """The existing path a parameter filled by an upstream job holds (``roi.model``, ``init_from``, ...).
+
+    Stages never look for earlier jobs: the planner (``rsna-tui run``) puts the upstream job's
+    artefact path into the parameter, so a stage name, a job id or '' here means the stage was
+    called without the planner.
+    """
+    path = Path(value).expanduser()
+    if value and path.exists():
+        return path
+    raise FileNotFoundError(
+        f"{name}={value!r} is not an existing path ({what} expected). Stages do not look up earlier jobs: "
+        f"`rsna-tui run` fills {name} with the artefact path of the upstream job it plans (or of a job id "
+        f"you give); a direct call needs the path itself"
+    )

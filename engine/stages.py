@@ -7,6 +7,14 @@ imported when a job runs, so listing stages never imports torch or nnU-Net.
 
 A stage function has the signature ``fn(params: dict[str, Any], ctx: StageContext) -> None`` and
 raises on failure; whatever it registers through ``ctx.reporter`` becomes the job's record.
+
+Each stage also declares its :class:`Input` s: which upstream stage it consumes, with which of its own
+parameter values (``match``) or fixed values (``fixed``), and which artefact of that job fills which of
+its parameters. A parameter that an input fills holds the upstream stage's name in the profiles
+(``roi.model = "train2d"``); the planner (``rsna_tui.jobs.planner``) replaces it by the artefact's
+path, so a stage function only ever receives explicit paths. Inputs without a parameter are read from
+the workspace's conventional folders (``converted/<dataset>/<split>``, ``rois/...``), keyed by the
+matched parameters. This is the only description of the pipeline graph.
 """
 from __future__ import annotations
 
@@ -75,6 +83,37 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Input:
+    """One upstream dependency of a stage."""
+
+    #: The upstream stage.
+    stage: str
+    #: This stage's parameter that receives the upstream job's artefact path; '' = read by convention.
+    #: The input is planned only while that parameter names the upstream stage (a path or a job id
+    #: given instead is used as it is).
+    param: str = ""
+    #: Which artefact of the upstream job fills ``param``.
+    artefact: str = ""
+    #: Parameters the upstream job must share with this one (same names).
+    match: tuple[str, ...] = ()
+    #: Values the upstream job must have, e.g. ``(("split", "train"),)``.
+    fixed: tuple[tuple[str, Any], ...] = ()
+    #: Only when this stage's ``dataset`` is this name (``demo-data`` writes the dataset ``demo``).
+    when_dataset: str = ""
+
+    def active(self, values: dict[str, Any]) -> bool:
+        """Whether this stage, with these parameter values, needs the upstream job."""
+        if self.when_dataset and values.get("dataset") != self.when_dataset:
+            return False
+        return not self.param or self.stage in split_refs(values.get(self.param, ""))
+
+
+def split_refs(value: Any) -> list[str]:
+    """The parts of a parameter filled by inputs: comma-separated stage names, job ids or paths."""
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
 class Stage:
     """One pipeline step."""
 
@@ -86,6 +125,12 @@ class Stage:
     gpu: bool = False
     #: Whether ``resume`` makes sense (training stages continue from their checkpoint).
     resumable: bool = False
+    #: What the stage consumes (see :class:`Input`).
+    inputs: tuple[Input, ...] = ()
+
+    def input_params(self) -> set[str]:
+        """Parameters filled with an upstream job's artefact path."""
+        return {i.param for i in self.inputs if i.param}
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -151,6 +196,12 @@ _DEVICE = P("device", "str", "Torch device: auto (CUDA when present), cuda or cp
 _GAP_FACTOR = P("max_gap_factor", "float", "Note a series whose largest slice gap exceeds this many times its "
                                           "median slice spacing (a hole that resampling filled)")
 
+_TRAIN3D_INPUTS = (
+    Input("roi", match=("dataset",), fixed=(("split", "train"),)),
+    Input("train3d", "init_from", "checkpoint", match=("dataset", "dataset_id", "size", "features", "blocks")),
+)
+_DEMO = Input("demo-data", when_dataset="demo")
+
 _TRAIN3D_PARAMS = (
     _DATASET,
     P("dataset_id", "int", "nnU-Net dataset number of the stage-2 3D dataset (shared by train3d and the fine-tunes)"),
@@ -163,7 +214,7 @@ _TRAIN3D_PARAMS = (
     P("val_iterations", "int", "Validation iterations per epoch"),
     P("batch_size", "int", "Volumes per batch"),
     P("initial_lr", "float", "Initial learning rate (SGD, PolyLR)"),
-    P("init_from", "str", "Start from the final weights of this stage's latest run or a checkpoint path ('' = scratch)"),
+    P("init_from", "str", "Start from these weights: a checkpoint or results folder, or 'train3d' = that planned job's ('' = scratch)"),
     P("labels_dir", "str", "Folder of external 26-class label volumes (<uid>.nii.gz) to use instead of ours ('' = none)"),
     _DEVICE,
 )
@@ -196,6 +247,7 @@ STAGES: dict[str, Stage] = {
                 P("seed", "int", "Seed of the per-series localizer box size draw"),
                 _GAP_FACTOR,
             ),
+            inputs=(_DEMO,),
         ),
         Stage(
             "stage1-data",
@@ -208,6 +260,7 @@ STAGES: dict[str, Stage] = {
                 P("jitter", "int", "Extra jittered slices per axis and volume"),
                 P("seed", "int", "Seed of the slice jitter"),
             ),
+            inputs=(Input("convert", match=("dataset",), fixed=(("split", "train"),)),),
         ),
         Stage(
             "train2d",
@@ -227,6 +280,7 @@ STAGES: dict[str, Stage] = {
             ),
             gpu=True,
             resumable=True,
+            inputs=(Input("stage1-data", match=("dataset_id",)),),
         ),
         Stage(
             "roi",
@@ -235,18 +289,19 @@ STAGES: dict[str, Stage] = {
             (
                 _DATASET,
                 _SPLIT,
-                P("model", "str", "Stage-1 results folder ('' = latest train2d of the workspace)"),
+                P("model", "str", "Stage-1 results folder, a train2d job id, or 'train2d' = that planned job's model"),
                 P("margin", "int", "Voxels added on every side of the box"),
                 _DEVICE,
             ),
             gpu=True,
+            inputs=(Input("convert", match=("dataset", "split")), Input("train2d", "model", "model")),
         ),
         Stage("train3d", "Train the stage-2 multi-task 3D network from scratch", "engine.stage2.train:run",
-              _TRAIN3D_PARAMS, gpu=True, resumable=True),
+              _TRAIN3D_PARAMS, gpu=True, resumable=True, inputs=_TRAIN3D_INPUTS),
         Stage("finetune1", "Fine-tune stage 2 (fold 0, 100 epochs in full) from train3d", "engine.stage2.train:run",
-              _TRAIN3D_PARAMS, gpu=True, resumable=True),
+              _TRAIN3D_PARAMS, gpu=True, resumable=True, inputs=_TRAIN3D_INPUTS),
         Stage("finetune2", "Fine-tune stage 2 (fold 1, 250 epochs in full) from train3d", "engine.stage2.train:run",
-              _TRAIN3D_PARAMS, gpu=True, resumable=True),
+              _TRAIN3D_PARAMS, gpu=True, resumable=True, inputs=_TRAIN3D_INPUTS),
         Stage(
             "predict",
             "Two-stage inference with flip TTA -> predictions.csv and per-case review artefacts",
@@ -254,23 +309,26 @@ STAGES: dict[str, Stage] = {
             (
                 _DATASET,
                 _SPLIT,
-                P("models", "str", "Stage-2 models: job ids or results folders, comma separated ('' = latest finetune1 and finetune2)"),
-                P("stage1_model", "str", "Stage-1 results folder ('' = latest train2d)"),
+                P("models", "str", "Stage-2 models, comma separated: results folders, job ids, or finetune1 / finetune2 = those planned jobs' models"),
+                P("stage1_model", "str", "Stage-1 results folder, a train2d job id, or 'train2d' = that planned job's model"),
                 P("tta", "int", "Flip views per model", (1, 4, 8)),
                 P("save_segmentations", "bool", "Save both decoders' maps for the review screen"),
                 _GAP_FACTOR,
                 _DEVICE,
             ),
             gpu=True,
+            inputs=(_DEMO, Input("train2d", "stage1_model", "model"), Input("finetune1", "models", "model"),
+                    Input("finetune2", "models", "model")),
         ),
         Stage(
             "evaluate",
             "Score predictions with the competition metric (weighted column-wise AUC)",
             "engine.metrics:run",
             (
-                P("predictions", "str", "predictions.csv (SeriesInstanceUID + 14 label columns)"),
-                P("truth", "str", "Truth CSV with the same columns (e.g. test_truth.csv)"),
+                P("predictions", "str", "predictions.csv (SeriesInstanceUID + 14 label columns), or 'predict' = that planned job's"),
+                P("truth", "str", "Truth CSV with the same columns (e.g. test_truth.csv), or 'predict' = the truth of that job's split"),
             ),
+            inputs=(Input("predict", "predictions", "predictions"), Input("predict", "truth", "truth")),
         ),
     )
 }

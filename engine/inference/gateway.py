@@ -7,10 +7,11 @@ DICOM files (COMPETITION.md). The models are loaded once, on the first call, int
 1. an explicit ``configure(stage1_model=..., models=[...], tta=8, device="auto")`` call (a notebook
    does this once before starting the gateway);
 2. environment variables ``RSNA_TUI_STAGE1_MODEL`` (a stage-1 results folder) and ``RSNA_TUI_MODELS``
-   (stage-2 results folders or checkpoints, separated by commas);
-3. ``RSNA_TUI_WORKSPACE``: the latest successful ``train2d`` job of that workspace for stage 1 and the
-   latest successful ``finetune1`` and ``finetune2`` jobs for stage 2 (the original's two-model
-   ensemble; one of them is enough).
+   (stage-2 results folders or checkpoints, separated by commas).
+
+The engine does not look through a workspace's jobs: ``rsna_tui.gateway.configure_from_workspace``
+(the application, which owns the job records) adds the newest successful ``train2d`` /
+``finetune1`` / ``finetune2`` models of a workspace as a third source, after these two.
 
 ``RSNA_TUI_TTA`` (1, 4 or 8; default 8) and ``RSNA_TUI_DEVICE`` (auto, cuda, cpu) tune the lazily built
 predictor. A series that cannot be read gives 0.5 everywhere; ``last_prediction()`` says why.
@@ -25,7 +26,6 @@ import pandas as pd
 
 from engine.context import WorkspaceLayout
 from engine.inference.predictor import Predictor, SeriesPrediction
-from engine.job_outputs import latest_artefact
 from engine.nnunet_runtime import configure_environment
 
 ENV_STAGE1 = "RSNA_TUI_STAGE1_MODEL"
@@ -33,48 +33,43 @@ ENV_MODELS = "RSNA_TUI_MODELS"
 ENV_WORKSPACE = "RSNA_TUI_WORKSPACE"
 ENV_TTA = "RSNA_TUI_TTA"
 ENV_DEVICE = "RSNA_TUI_DEVICE"
-ENSEMBLE_STAGES = ("finetune1", "finetune2")
 
 _predictor: Predictor | None = None
 _last: SeriesPrediction | None = None
 
 
-def workspace_models(workspace: Path | str) -> tuple[Path, list[Path]]:
-    """The stage-1 model and the stage-2 ensemble a workspace's latest successful jobs registered."""
-    layout = WorkspaceLayout(Path(workspace))
-    stage1 = latest_artefact(layout, "train2d", "model")
-    models = []
-    for stage in ENSEMBLE_STAGES:
-        try:
-            models.append(latest_artefact(layout, stage, "model"))
-        except FileNotFoundError:
-            continue
-    if not models:
-        raise FileNotFoundError(f"no successful finetune1 or finetune2 job in {layout.jobs}; train stage 2 first")
-    return stage1, models
-
-
 def configure(stage1_model: Path | str | None = None, models: Sequence[Path | str] | None = None,
               workspace: Path | str | None = None, tta: int | None = None, device: str | None = None,
               **predictor_kwargs: object) -> Predictor:
-    """Build (or rebuild) the predictor ``predict`` uses; arguments left out come from the environment."""
+    """Build (or rebuild) the predictor ``predict`` uses; arguments left out come from the environment.
+
+    ``workspace`` (else ``RSNA_TUI_WORKSPACE``) only points nnU-Net's folders at that workspace.
+    """
     global _predictor
     workspace = workspace or os.environ.get(ENV_WORKSPACE)
     if workspace:
         configure_environment(WorkspaceLayout(Path(workspace)))
-    stage1_model = stage1_model or os.environ.get(ENV_STAGE1) or None
-    if models is None and os.environ.get(ENV_MODELS):
-        models = [m.strip() for m in os.environ[ENV_MODELS].split(",") if m.strip()]
+    stage1_model, models = model_sources(stage1_model, models)
     if stage1_model is None or not models:
-        if not workspace:
-            raise RuntimeError(f"no models for predict(): call engine.inference.configure(stage1_model=..., "
-                               f"models=[...]) or set {ENV_STAGE1} and {ENV_MODELS}, or {ENV_WORKSPACE}")
-        found_stage1, found_models = workspace_models(workspace)
-        stage1_model = stage1_model or found_stage1
-        models = models or found_models
+        raise RuntimeError(
+            f"no {'stage-1 model' if stage1_model is None else 'stage-2 models'} for predict(). Give them in one "
+            f"of these ways: engine.inference.configure(stage1_model=..., models=[...]); the environment "
+            f"variables {ENV_STAGE1} (a stage-1 results folder) and {ENV_MODELS} (stage-2 results folders, "
+            f"comma separated); or a workspace's newest trained models with "
+            f"rsna_tui.gateway.configure_from_workspace(workspace)"
+        )
     _predictor = Predictor(stage1_model, list(models), tta=int(tta or os.environ.get(ENV_TTA, 8)),
                            device=device or os.environ.get(ENV_DEVICE, "auto"), **predictor_kwargs)  # type: ignore[arg-type]
     return _predictor
+
+
+def model_sources(stage1_model: Path | str | None = None, models: Sequence[Path | str] | None = None
+                  ) -> tuple[Path | str | None, list[Path | str]]:
+    """The models from the arguments, else from ``RSNA_TUI_STAGE1_MODEL`` / ``RSNA_TUI_MODELS`` (each alone)."""
+    stage1_model = stage1_model or os.environ.get(ENV_STAGE1) or None
+    if not models and os.environ.get(ENV_MODELS):
+        models = [m.strip() for m in os.environ[ENV_MODELS].split(",") if m.strip()]
+    return stage1_model, list(models or [])
 
 
 def predict(series_path: str | Path) -> pd.DataFrame:

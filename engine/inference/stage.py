@@ -2,10 +2,10 @@
 
 Inputs: ``dataset`` + ``split`` of a Kaggle-layout folder (``series/`` or ``test/series/``), or any folder
 whose sub-folders are DICOM series and/or whose ``.nii``/``.nii.gz`` files are volumes (``split`` is then
-not used; NIfTI names lose ``.nii.gz`` and nnU-Net's ``_0000``). Models: ``models`` = job ids or
-results folders, comma separated, default the latest successful ``finetune1`` and ``finetune2`` (the
-original's two-model ensemble; one is used alone, with a log line, when the other is missing);
-``stage1_model`` = results folder or job id, default the latest successful ``train2d``.
+not used; NIfTI names lose ``.nii.gz`` and nnU-Net's ``_0000``). Models: ``models`` = stage-2 results
+folders, comma separated (the planner fills in the ``finetune1`` and ``finetune2`` jobs' models: the
+original's two-model ensemble; one model alone is used as given); ``stage1_model`` = the stage-1
+results folder (the planner fills in the ``train2d`` job's).
 
 Outputs under ``ctx.workspace.predictions / <job id>``:
 ``predictions.csv`` (exactly the submission format: SeriesInstanceUID and the 14 label columns; artefact
@@ -28,17 +28,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.context import StageContext
+from engine.context import StageContext, input_path
 from engine.data.kaggle import KaggleDataset, KaggleSchemaError
 from engine.data.slice_gaps import DEFAULT_FACTOR
 from engine.inference.predictor import EMPTY, FAILED, Predictor, SeriesPrediction
 from engine.inference.review import box_record, write_case
 from engine.inference.series import is_nifti, series_id
-from engine.job_outputs import latest_artefact, resolve_job_artefact
 from engine.labels import LABEL_COLUMNS
 from engine.metrics import KEY, evaluate
 from engine.nnunet_runtime import configure_environment
-from engine.stage1.roi import model_folder_of
 
 PREDICTIONS_FILE = "predictions.csv"
 CASES_FILE = "cases.csv"
@@ -47,23 +45,13 @@ CASE_COLUMNS = [KEY, "status", "seconds", "fallback", "slice_gap", "timepoints",
                 "box_fallback", "reason"]
 
 
-def stage2_models(ctx: StageContext, ref: str) -> list[Path]:
-    """Results folders named by ``ref`` (job ids or paths, comma separated), or the latest fine-tunes."""
-    if ref.strip():
-        return [resolve_job_artefact(ctx.workspace, part.strip(), "model") for part in ref.split(",") if part.strip()]
-    found, missing = [], []
-    for stage in ("finetune1", "finetune2"):
-        try:
-            found.append(latest_artefact(ctx.workspace, stage, "model"))
-        except FileNotFoundError:
-            missing.append(stage)
-    if not found:
-        raise FileNotFoundError(f"no successful finetune1 or finetune2 job with a 'model' artefact in "
-                                f"{ctx.workspace.jobs}; run them first or name models (job ids or folders)")
-    if missing:
-        ctx.reporter.log(f"no successful {' / '.join(missing)} job: predicting with one model, not the two-model "
-                         f"ensemble")
-    return found
+def stage2_models(ref: str) -> list[Path]:
+    """The stage-2 results folders of ``models`` (comma separated paths)."""
+    parts = [part.strip() for part in ref.split(",") if part.strip()]
+    if not parts:
+        raise FileNotFoundError("models is empty; give stage-2 results folders (comma separated) or plan "
+                                "finetune1 / finetune2 with `rsna-tui run --stage predict`")
+    return [input_path("models", part, "a stage-2 results folder") for part in parts]
 
 
 def list_inputs(ctx: StageContext, dataset: str, split: str) -> tuple[list[tuple[str, Path]], Path | None]:
@@ -133,8 +121,8 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     inputs, truth_path = list_inputs(ctx, params["dataset"], params["split"])
     if not inputs:
         raise FileNotFoundError(f"no series to predict in dataset {params['dataset']!r} ({params['split']})")
-    stage1 = model_folder_of(ctx, params["stage1_model"])
-    models = stage2_models(ctx, params["models"])
+    stage1 = input_path("stage1_model", params["stage1_model"], "a stage-1 results folder")
+    models = stage2_models(params["models"])
     predictor = Predictor(stage1, models, tta=params["tta"], device=params["device"],
                           segmentations=params["save_segmentations"],
                           gap_factor=params.get("max_gap_factor", DEFAULT_FACTOR))

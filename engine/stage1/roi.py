@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.context import StageContext
-from engine.job_outputs import latest_artefact, resolve_job_artefact
+from engine.context import StageContext, input_path
 from engine.nnunet_runtime import configure_environment, load_predictor, select_device
 from engine.stage1.fusion import Box3D, SliceBox, fuse
 from engine.stage1.slices import inference_positions, plane_spacing, prepare_slice, read_volume, resample, take_slice
@@ -144,12 +143,6 @@ def write_table(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(partial, path)
 
 
-def model_folder_of(ctx: StageContext, ref: str) -> Path:
-    """The results folder named by ``ref``: a path, a train2d job id, or '' for the latest train2d job."""
-    if not ref:
-        return latest_artefact(ctx.workspace, "train2d", "model")
-    return resolve_job_artefact(ctx.workspace, ref, "model")
-
 
 def run(params: dict[str, Any], ctx: StageContext) -> None:
     configure_environment(ctx.workspace)
@@ -159,7 +152,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     if not uids:
         raise FileNotFoundError(f"no converted images in {converted / 'images'}; run convert for "
                                 f"{params['dataset']} / {params['split']} first")
-    model_folder = model_folder_of(ctx, params["model"])
+    model_folder = input_path("model", params["model"], "a stage-1 results folder")
     model = VesselBoxModel.load(model_folder, device)
     ctx.reporter.log(f"stage-1 model {model_folder} on {device}, spacing {model.spacing}")
 

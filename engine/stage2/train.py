@@ -8,8 +8,8 @@
    the stage is ``ctx.stage``, else ``train3d`` without ``init_from`` and ``finetune`` with it), giving
    the results folder ``nnUNet_results/Dataset<id>_Stage2Cube/StageTwoTrainer__<plans>__3d_fullres``;
 3. builds ``StageTwoTrainer`` (``engine.stage2.trainer``) with epochs / iterations / learning rate / fold;
-4. ``init_from`` (fine-tunes): a stage name (latest successful job's ``checkpoint`` artefact), a job id or
-   a checkpoint path; only the network weights are loaded (strictly), never the optimizer state. With
+4. ``init_from`` (fine-tunes): a checkpoint file or a results folder (the planner fills in the ``train3d``
+   job's ``checkpoint`` artefact); only the network weights are loaded (strictly), never the optimizer state. With
    ``ctx.resume`` and a checkpoint of this training present, the run continues from it instead (nnU-Net
    ``--c``: final, else latest, else best) and ``init_from`` is not applied again;
 5. trains, runs the end-of-training validation pass, writes ``network.json`` and registers artefacts
@@ -23,8 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.context import StageContext
-from engine.job_outputs import latest_artefact, resolve_job_artefact
+from engine.context import StageContext, input_path
 from engine.nnunet_runtime import (TrainerSettings, build_trainer, configure_environment, read_checkpoint,
                                    resume_checkpoint, select_device, train)
 from engine.stage2.dataset import BASE_PLANS, CONFIGURATION, dataset_name, network_kwargs, prepare_dataset, \
@@ -43,13 +42,8 @@ def plans_name(stage: str, params: dict[str, Any]) -> str:
 
 
 def init_checkpoint(ref: str, fold: int | str, ctx: StageContext) -> Path:
-    """The checkpoint ``init_from`` names: a stage, a job id, a checkpoint file or a results folder."""
-    from engine.stages import STAGES
-
-    if ref in STAGES:
-        path = latest_artefact(ctx.workspace, ref, "checkpoint")
-    else:
-        path = resolve_job_artefact(ctx.workspace, ref, "checkpoint")
+    """The checkpoint ``init_from`` names: a checkpoint file or a results folder (one of its folds)."""
+    path = input_path("init_from", ref, "a checkpoint or a stage-2 results folder")
     if path.is_dir():
         candidates = [path / CHECKPOINT_NAME, path / f"fold_{fold}" / CHECKPOINT_NAME]
         found = [c for c in candidates if c.is_file()] + sorted(path.glob(f"fold_*/{CHECKPOINT_NAME}"))

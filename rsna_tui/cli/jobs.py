@@ -12,10 +12,12 @@ from engine.stages import PROFILES, ParameterError
 from rsna_tui.cli.common import (
     app, duration, fmt_time, print_json, state_of, status_cell, print_table,
 )
-from rsna_tui.cli.follow import FOLLOW_POLL_S, follow_jobs
+from rsna_tui.cli.follow import FOLLOW_POLL_S
+from rsna_tui.cli.plans import carry_out
 from rsna_tui.jobs.events import LOG
 from rsna_tui.jobs.manager import DEFAULT_GRACE_S, JobError, JobManager
-from rsna_tui.jobs.stage_table import find_stage
+from rsna_tui.jobs.pipeline import pipeline_plan
+from rsna_tui.jobs.planner import plan
 from rsna_tui.jobs.store import STATUSES, JobRow
 
 
@@ -24,55 +26,40 @@ def run(
     ctx: typer.Context,
     stage: str = typer.Option(..., "--stage", "-s", help="Stage name (see `rsna-tui stages`)"),
     profile: str = typer.Option("tiny", "--profile", "-p", help=f"Parameter profile: {', '.join(PROFILES)}"),
-    set_: list[str] = typer.Option([], "--set", help="Override a parameter: key=value (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help="Override a parameter: key=value, or stage.key=value for an upstream stage (repeatable)"),
     after: list[int] = typer.Option([], "--after", help="Start only after this job succeeded (repeatable)"),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan (reuse / wait / run, and why); submit nothing"),
+    no_deps: bool = typer.Option(False, "--no-deps", help="Submit only this stage, even if an equal job exists (as before the planner); its inputs come from existing jobs or paths"),
+    force: bool = typer.Option(False, "--force", help="Run the stage even if an equal job succeeded"),
+    rerun: list[str] = typer.Option([], "--rerun", help="Run this upstream stage and everything after it again (repeatable)"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream progress and logs; exit 0 on success, 1 on failure"),
-    as_json: bool = typer.Option(False, "--json", help="Print the job as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="Print the job (with --dry-run: the plan) as JSON"),
 ) -> None:
-    """Submit one stage as a job; prints its id."""
+    """Bring a stage up to date: plan its missing upstream jobs, reuse finished ones, submit the rest."""
     state = state_of(ctx)
-    manager = state.manager(write=True)
-    job = manager.submit(stage, profile, set_, after)
-    if as_json and not follow:
-        print_json(job.to_json())
-        return
-    if not as_json:
-        typer.echo(job.id)
-    if follow:
-        ok = follow_jobs(state, [job.id], to_stderr=as_json)
-        if as_json:
-            print_json(manager.job(job.id).to_json())
-        raise typer.Exit(0 if ok else 1)
+    manager = state.manager(write=not dry_run)
+    planned = plan(manager, stage, profile, set_, force=force, rerun=rerun, deps=not no_deps)
+    carry_out(state, planned, dry_run=dry_run, as_json=as_json, follow=follow, after=after)
 
 
 @app.command()
 def pipeline(
     ctx: typer.Context,
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (see `rsna-tui datasets`) or folder; default: the profiles' (demo)"),
     profile: str = typer.Option("tiny", "--profile", "-p", help=f"Parameter profile: {', '.join(PROFILES)}"),
+    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage"),
+    set_: list[str] = typer.Option([], "--set", help="Override a parameter: stage.key=value (repeatable)"),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan; submit nothing"),
+    force: bool = typer.Option(False, "--force", help="Run the last stage even if an equal job succeeded"),
+    rerun: list[str] = typer.Option([], "--rerun", help="Run this stage and everything after it again (repeatable)"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream all steps; exit 0 when all succeeded"),
-    as_json: bool = typer.Option(False, "--json", help="Print the submitted jobs as JSON"),
+    as_json: bool = typer.Option(False, "--json", help="Print the last job (with --dry-run: the plan) as JSON"),
 ) -> None:
-    """Submit every step of the demo pipeline, each after the previous one."""
-    from engine.pipeline import DEMO_PIPELINE
-
+    """Train and predict on a dataset: the planner aimed at predict, then evaluate when there is a truth."""
     state = state_of(ctx)
-    manager = state.manager(write=True)
-    for stage, overrides in DEMO_PIPELINE:  # check every step before submitting any
-        find_stage(stage).resolve(profile, overrides)
-    jobs: list[JobRow] = []
-    for stage, overrides in DEMO_PIPELINE:
-        jobs.append(manager.submit(stage, profile, overrides, [jobs[-1].id] if jobs else []))
-    if not follow:
-        if as_json:
-            print_json([j.to_json() for j in jobs])
-        else:
-            for job in jobs:
-                typer.echo(f"{job.id}\t{job.stage}\t{job.status}")
-        return
-    ok = follow_jobs(state, [j.id for j in jobs], to_stderr=as_json)
-    if as_json:
-        print_json([manager.job(j.id).to_json() for j in jobs])
-    raise typer.Exit(0 if ok else 1)
+    manager = state.manager(write=not dry_run)
+    planned = pipeline_plan(manager, dataset, profile, set_, until, force=force, rerun=rerun)
+    carry_out(state, planned, dry_run=dry_run, as_json=as_json, follow=follow)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""``rsna-tui stages``: the stage table, its parameters and every profile's defaults."""
+"""``rsna-tui stages``: the stage table, its parameters, inputs and every profile's defaults."""
 from __future__ import annotations
 
 import json
@@ -27,8 +27,22 @@ def _stage_info(name: str) -> dict[str, Any]:
              "defaults": {profile: values.get(p.name) for profile, values in defaults.items()}}
             for p in stage.params
         ],
+        "inputs": [
+            {"stage": i.stage, "param": i.param, "artefact": i.artefact, "match": list(i.match),
+             "fixed": dict(i.fixed), "when_dataset": i.when_dataset}
+            for i in stage.inputs
+        ],
         **({"profile_errors": errors} if errors else {}),
     }
+
+
+def _input_text(item: dict[str, Any]) -> str:
+    """``roi (dataset, split=train)`` or ``train3d.checkpoint -> init_from``."""
+    keys = [*item["match"], *(f"{k}={v}" for k, v in item["fixed"].items())]
+    if item["when_dataset"]:
+        keys.append(f"when dataset={item['when_dataset']}")
+    head = f"{item['stage']}.{item['artefact']} -> {item['param']}" if item["param"] else item["stage"]
+    return head + (f" ({', '.join(keys)})" if keys else "")
 
 
 @app.command()
@@ -41,6 +55,8 @@ def stages(as_json: bool = typer.Option(False, "--json", help="Print as JSON")) 
     for info in infos:
         flags = ", ".join(f for f, on in (("GPU", info["gpu"]), ("resumable", info["resumable"])) if on)
         typer.echo(f"{info['name']}: {info['help']}" + (f" [{flags}]" if flags else ""))
+        if info["inputs"]:
+            typer.echo("    inputs: " + ", ".join(_input_text(i) for i in info["inputs"]))
         for p in info["params"]:
             values = "  ".join(f"{profile}={json.dumps(v)}" for profile, v in p["defaults"].items())
             choices = f" (one of {', '.join(map(str, p['choices']))})" if p["choices"] else ""

@@ -101,13 +101,14 @@ class JobManager:
         attempt: int = 1,
         cwd: Path | None = None,
         start: bool = True,
+        fingerprint: str | None = None,
     ) -> JobRow:
         """Queue a job (parameters = profile + overrides, checked) and start it when it can.
 
         Raises ParameterError for an unknown stage or a bad override, JobError for an unknown
         ``after`` job. With ``start`` the job starts at once when ready, and when it has to wait
         the detached scheduler starts it later; ``start=False`` only records it (queued) for
-        whoever calls :meth:`schedule` next.
+        whoever calls :meth:`schedule` next. ``fingerprint`` is the planner's (``jobs.planner``).
         """
         if params is None or function is None or gpu is None:
             definition = find_stage(stage)
@@ -118,7 +119,7 @@ class JobManager:
         job = JobRow(
             id=0, stage=stage, profile=profile, params=params, status="queued", created_at=time.time(),
             function=function, backend=self.backend, gpu=gpu, resume=resume, parent_id=parent,
-            attempt=attempt, depends_on=depends,
+            attempt=attempt, depends_on=depends, fingerprint=fingerprint,
         )
         with self.store.write():  # the spec exists before any scheduler can see the row
             self.store.insert_job(job)
@@ -156,6 +157,7 @@ class JobManager:
         return self.submit(
             old.stage, old.profile, params=old.params, function=old.function, gpu=old.gpu, resume=resume,
             parent=old.id, attempt=old.attempt + 1, cwd=Path(spec_cwd) if spec_cwd else None,
+            fingerprint=old.fingerprint,  # the same parameters and inputs: the planner may reuse it
         )
 
     def _spec(self, job: JobRow) -> dict[str, Any]:

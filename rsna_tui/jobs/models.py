@@ -16,7 +16,7 @@ from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 #: The schema version these classes describe; see ``store.MIGRATIONS`` for the history.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -68,6 +68,8 @@ class Job(SQLModel, table=True):
     progress: Optional[float] = None
     #: The last progress message or log line, for job lists.
     message: Optional[str] = None
+    #: The planner's hash of the parameters and of the upstream jobs' fingerprints (None: not planned).
+    fingerprint: Optional[str] = Field(default=None, index=True)
 
 
 class Metric(SQLModel, table=True):

@@ -1,8 +1,8 @@
 """The job process: ``python -m rsna_tui.jobs.runner <job folder>``.
 
-Reads ``spec.json``, runs the stage function with a reporter that appends to ``events.jsonl``,
-samples resources in a thread, and always ends with a ``finished`` event: ``succeeded`` (exit 0),
-``failed`` (exit 1, the exception as error, its traceback in ``log.txt``) or ``cancelled``
+Reads ``spec.json``, turns ``job:<id>/<artefact>`` parameters into paths (``jobs.inputs``), runs the
+stage function with a reporter that appends to ``events.jsonl``, samples resources in a thread, and
+always ends with a ``finished`` event: ``succeeded`` (exit 0), ``failed`` (exit 1, the exception as error, its traceback in ``log.txt``) or ``cancelled``
 (SIGTERM, exit 143). It never opens ``jobs.db``. Whatever backend starts it (local process group,
 Slurm) only has to run this command with stdout/stderr going to ``log.txt``.
 
@@ -37,6 +37,7 @@ import psutil
 from engine.context import StageContext, WorkspaceLayout
 from rsna_tui.jobs.events import EVENTS, EventReporter, EventWriter, read_spec
 from rsna_tui.jobs.launches import RUNNER_LOCK, cancel_grace, cancel_requested, take_runner_lock
+from rsna_tui.jobs.inputs import resolve_refs
 from rsna_tui.jobs.monitor import ResourceMonitor
 from rsna_tui.jobs.procgroup import end_group
 from rsna_tui.workspace import Workspace
@@ -62,6 +63,26 @@ class Cancelled(BaseException):
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; the cleanup must not be interrupted
     raise Cancelled()
+
+
+def _block_sigterm() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _unblock_sigterm() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _default_sigterm_in_child() -> None:
+    """A forked child (nnU-Net's ``multiprocessing.Pool`` workers) dies on SIGTERM as its parent expects.
+
+    With the job's handler inherited, ``Pool.terminate()`` made a worker raise Cancelled while it held
+    the task queue's lock, and its siblings then waited on that lock forever: train2d's preprocessing
+    hung in about one run of two. SIGTERM stays blocked from before the fork until the default is in
+    place, so a worker terminated right after its start cannot run the job's handler either.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _unblock_sigterm()
 
 
 def resolve_function(spec: dict[str, Any]) -> Callable[[dict[str, Any], StageContext], None]:
@@ -151,6 +172,8 @@ def run_job(job_dir: Path) -> int:
     reserve = reserve_space(job_dir)
     writer = EventWriter(job_dir / EVENTS)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    os.register_at_fork(before=_block_sigterm, after_in_parent=_unblock_sigterm,
+                        after_in_child=_default_sigterm_in_child)
     status, code, error = "succeeded", 0, None
     monitor: ResourceMonitor | None = None
     try:
@@ -166,7 +189,10 @@ def run_job(job_dir: Path) -> int:
             WorkspaceLayout(workspace.root), job_dir, EventReporter(writer),
             resume=bool(spec.get("resume")), job_id=str(spec["id"]), stage=str(spec.get("stage", "")),
         )
-        function(dict(spec["params"]), ctx)
+        params, notes = resolve_refs(dict(spec["params"]), ctx.workspace.jobs)  # upstream jobs' outputs
+        for note in notes:
+            ctx.reporter.log(note)
+        function(params, ctx)
     except Cancelled:
         status, code, error = "cancelled", EXIT_CANCELLED, "cancelled (SIGTERM)"
     except SystemExit as exc:

@@ -32,7 +32,7 @@ from rsna_tui.jobs.store_errors import (  # noqa: F401  (SchemaError, StoreError
 )
 
 #: The schema version this code writes (mirrors ``models.SCHEMA_VERSION`` without importing it).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ACTIVE = ("queued", "starting", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "lost")
@@ -40,7 +40,8 @@ STATUSES = ACTIVE + TERMINAL
 
 #: Upgrade steps: MIGRATIONS[n] turns a version n-1 database into version n. Append only; never
 #: edit a released step. Version 1 had jobs, metrics, resource samples and case predictions;
-#: version 2 added the artefacts table, the job list's progress / message and the GPU slot.
+#: version 2 added the artefacts table, the job list's progress / message and the GPU slot;
+#: version 3 the planner's fingerprint of a job's parameters and inputs.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE jobs ADD COLUMN gpu_slot INTEGER",
@@ -54,6 +55,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (job_id, name),
             FOREIGN KEY(job_id) REFERENCES jobs (id)
         )""",
+    ),
+    3: (
+        "ALTER TABLE jobs ADD COLUMN fingerprint VARCHAR",
+        "CREATE INDEX ix_jobs_fingerprint ON jobs (fingerprint)",
     ),
 }
 
@@ -86,6 +91,7 @@ class JobRow:
     events_offset: int = 0
     progress: float | None = None
     message: str | None = None
+    fingerprint: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "JobRow":
@@ -338,6 +344,13 @@ class Store:
     @_guarded
     def count_jobs(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+    @_guarded
+    def jobs_with_fingerprint(self, stage: str, fingerprint: str) -> list[JobRow]:
+        """Jobs of ``stage`` the planner submitted with this fingerprint, newest (highest id) first."""
+        rows = self.conn.execute(JOB_SELECT + " WHERE fingerprint = ? AND stage = ? ORDER BY id DESC",
+                                 (fingerprint, stage))
+        return [JobRow.from_row(r) for r in rows]
 
     @_guarded
     def active_jobs(self) -> list[JobRow]:

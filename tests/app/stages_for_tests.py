@@ -2,7 +2,9 @@
 
 They exercise the job machinery with real processes but no model: sleeping, failing, spawning
 child processes (one of which ignores SIGTERM), reporting metrics, writing a predictions CSV and
-filling the disk.
+filling the disk. ``test-make -> test-use -> test-top`` is a small graph for the planner:
+``test-use.source`` is filled with ``test-make``'s artefact, ``test-top`` reads ``test-use``'s output
+by convention; ``test-pool`` opens fork pools the way nnU-Net does.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from engine.context import StageContext
 from engine.labels import LABEL_COLUMNS
-from engine.stages import Param, ParameterError, Stage
+from engine.stages import Input, Param, ParameterError, Stage
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,49 @@ def predictor(params: dict[str, Any], ctx: StageContext) -> None:
     ctx.reporter.artefact("cases", cases)
 
 
+def maker(params: dict[str, Any], ctx: StageContext) -> None:
+    """Write the word into a file of the job folder (artefact ``made``), after a nap."""
+    time.sleep(params["seconds"])
+    if params["fail"]:
+        raise RuntimeError("asked to fail")
+    path = ctx.job_dir / "made.txt"
+    path.write_text(params["word"])
+    ctx.reporter.artefact("made", path)
+
+
+def user(params: dict[str, Any], ctx: StageContext) -> None:
+    """Read ``source`` (a path: the planner filled it), write it twice to ``<workspace>/used/<word>``."""
+    text = open(params["source"]).read()
+    out = ctx.workspace.root / "used" / params["word"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text * params["times"])
+    ctx.reporter.log(f"read {params['source']}")
+    ctx.reporter.artefact("used", out)
+
+
+def top(params: dict[str, Any], ctx: StageContext) -> None:
+    """Read test-use's output by convention (no parameter names it)."""
+    text = (ctx.workspace.root / "used" / params["word"]).read_text()
+    (ctx.job_dir / "top.txt").write_text(text.upper())
+    ctx.reporter.artefact("top", ctx.job_dir / "top.txt")
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def pooler(params: dict[str, Any], ctx: StageContext) -> None:
+    """Open and close a fork ``multiprocessing.Pool`` several times, as nnU-Net's preprocessing does."""
+    import multiprocessing
+
+    for _ in range(params["rounds"]):
+        with multiprocessing.get_context("fork").Pool(params["processes"]) as pool:
+            assert pool.map(_square, range(3)) == [0, 1, 4]
+    ctx.reporter.log(f"{params['rounds']} pools closed")
+
+
 _SECONDS = Param("seconds", "float", "How long to sleep")
+_WORD = Param("word", "str", "A word")
 STAGES: dict[str, Stage] = {
     "test-sleep": TestStage(
         "test-sleep", "Sleep in steps", f"{__name__}:sleeper",
@@ -131,5 +175,24 @@ STAGES: dict[str, Stage] = {
     "test-predict": TestStage(
         "test-predict", "Write a predictions CSV", f"{__name__}:predictor",
         (Param("cases", "int", "Rows"),), values={"cases": 5},
+    ),
+    "test-pool": TestStage(
+        "test-pool", "Open and close fork pools", f"{__name__}:pooler",
+        (Param("rounds", "int", "Pools"), Param("processes", "int", "Workers per pool")),
+        values={"rounds": 10, "processes": 4},
+    ),
+    "test-make": TestStage(
+        "test-make", "Write a word to a file", f"{__name__}:maker", (_WORD, _SECONDS, Param("fail", "bool", "Fail")),
+        values={"word": "hello", "seconds": 0.0, "fail": False},
+    ),
+    "test-use": TestStage(
+        "test-use", "Repeat test-make's file", f"{__name__}:user",
+        (_WORD, Param("source", "str", "test-make's file, or test-make"), Param("times", "int", "Repeats")),
+        values={"word": "hello", "source": "test-make", "times": 2},
+        inputs=(Input("test-make", "source", "made", match=("word",)),),
+    ),
+    "test-top": TestStage(
+        "test-top", "Upper-case test-use's output", f"{__name__}:top", (_WORD,), values={"word": "hello"},
+        inputs=(Input("test-use", match=("word",)),),
     ),
 }

@@ -1,4 +1,4 @@
-"""The CLI's contract: JSON that parses, exit codes, bad parameters, read-only databases, pipeline."""
+"""The CLI's contract: JSON that parses, exit codes, bad parameters, read-only databases (pipeline: test_planner)."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rsna_tui import cli as cli_module
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.jobs.store import Store
-from rsna_tui.workspace import Workspace
-from tests.app.conftest import wait_for
 
 
 def test_bad_set_exits_2_listing_the_valid_keys(cli) -> None:
@@ -72,25 +69,6 @@ def test_predictions_of_a_finished_job_reach_the_store(cli, manager: JobManager)
     cases = manager.store.case_predictions(job["id"])
     assert [c["series_uid"] for c in cases] == [f"1.2.3.{i}" for i in range(4)]
     assert all(len(c["probabilities"]) == 14 for c in cases) and cases[3]["seconds"] == 1.5
-
-
-def test_pipeline_submits_each_step_after_the_previous(
-    workspace: Path, job_env: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    steps = [("test-sleep", {"seconds": 0.1}), ("test-predict", {"cases": 2}), ("test-sleep", {"steps": 1})]
-    monkeypatch.setattr("engine.pipeline.DEMO_PIPELINE", steps)
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
-    assert cli_module.main(["-w", str(workspace), "pipeline", "--json"]) == 0
-    submitted = json.loads(capsys.readouterr().out)
-    assert [j["stage"] for j in submitted] == ["test-sleep", "test-predict", "test-sleep"]
-    assert [j["depends_on"] for j in submitted] == [[], [submitted[0]["id"]], [submitted[1]["id"]]]
-    manager = JobManager(Workspace(workspace))
-    last = wait_for(manager, submitted[-1]["id"], lambda j: j.terminal)
-    assert last.status == "succeeded" and manager.job(submitted[1]["id"]).params == {"cases": 2}
-    manager.close()
-    monkeypatch.setattr("engine.pipeline.DEMO_PIPELINE", [("test-sleep", {}), ("test-sleep", {"nap": 1})])
-    assert cli_module.main(["-w", str(workspace), "pipeline"]) == 2
-    assert "valid keys: seconds, steps, fail" in capsys.readouterr().err
 
 
 def test_cli_and_runner_imports_stay_light(job_env: dict) -> None:

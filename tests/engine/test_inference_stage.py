@@ -1,9 +1,9 @@
-"""Stage ``predict`` (issue 7): demo held-out split end to end with default models, review files, the
-score, and a batch that goes on past empty and corrupt series.
+"""Stage ``predict`` (issue 7): demo held-out split end to end, review files, the score, and a batch
+that goes on past empty and corrupt series.
 
-Models are ``engine.inference.synthetic`` folders registered as the artefacts of finished train2d /
-finetune1 / finetune2 job folders (the record ``engine.job_outputs`` reads), so the defaults resolve
-exactly as after real training; what is tested here is the stage's wiring, not model quality.
+Models are ``engine.inference.synthetic`` folders handed to the stage as paths, as the planner does
+with the artefacts of the train2d / finetune1 / finetune2 jobs; what is tested here is the stage's
+wiring, not model quality.
 """
 from __future__ import annotations
 
@@ -27,36 +27,29 @@ from engine.metrics import run as evaluate_stage
 from engine.stages import get_stage
 
 
-def register_job(ws: Path, job_id: str, stage: str, created: str, model: Path) -> None:
-    """A finished job folder as the runner leaves it: spec.json + events.jsonl with a model artefact."""
-    folder = ws / "jobs" / job_id
-    folder.mkdir(parents=True)
-    (folder / "spec.json").write_text(json.dumps({"id": job_id, "stage": stage, "created": created}))
-    events = [{"type": "artefact", "name": "model", "path": str(model)}, {"type": "finished", "status": "succeeded"}]
-    (folder / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """(Untrained) stage-1, finetune1 and finetune2 model folders."""
+    root = tmp_path_factory.mktemp("predict_models")
+    return {"s1": write_threshold_stage1_model(root / "s1", patch=(32, 32), spacing=(4.0, 4.0)),
+            "f1": write_stage2_model(root / "f1", [4, 8, 16, 32], [1, 1, 1, 1], 32, seed=1, fold=0),
+            "f2": write_stage2_model(root / "f2", [4, 8, 16, 32], [1, 1, 1, 1], 32, seed=2, fold=1)}
 
 
 @pytest.fixture(scope="module")
 def trained_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workspace whose latest train2d / finetune1 / finetune2 jobs registered (untrained) models."""
-    ws = tmp_path_factory.mktemp("predict_ws") / "ws"
-    models = ws / "nnUNet_results"
-    register_job(ws, "1", "train2d", "2026-01-01T00:00:01",
-                 write_threshold_stage1_model(models / "s1", patch=(32, 32), spacing=(4.0, 4.0)))
-    register_job(ws, "2", "finetune1", "2026-01-01T00:00:02",
-                 write_stage2_model(models / "f1", [4, 8, 16, 32], [1, 1, 1, 1], 32, seed=1, fold=0))
-    register_job(ws, "3", "finetune2", "2026-01-01T00:00:03",
-                 write_stage2_model(models / "f2", [4, 8, 16, 32], [1, 1, 1, 1], 32, seed=2, fold=1))
-    return ws
+    return tmp_path_factory.mktemp("predict_ws") / "ws"
 
 
-def params(**overrides: object) -> dict:
-    return get_stage("predict").resolve("tiny", {"device": "cpu", **overrides})
+def params(trained: dict[str, Path], **overrides: object) -> dict:
+    """predict's tiny parameters with the model paths the planner would fill in."""
+    return get_stage("predict").resolve("tiny", {"device": "cpu", "stage1_model": str(trained["s1"]),
+                                                 "models": f"{trained['f1']},{trained['f2']}", **overrides})
 
 
-def test_predict_demo_test_split_then_evaluate(trained_workspace: Path, demo_cohort: Path) -> None:
+def test_predict_demo_test_split_then_evaluate(trained_workspace: Path, models: dict, demo_cohort: Path) -> None:
     ctx = StageContext.for_folder(trained_workspace, job_id="7")
-    run(params(dataset=str(demo_cohort), split="test", save_segmentations=True), ctx)
+    run(params(models, dataset=str(demo_cohort), split="test", save_segmentations=True), ctx)
     reporter = ctx.reporter
     logs = "\n".join(e["message"] for e in reporter.of_type("log"))
     assert "2 model(s)" in logs and "8 view(s)" in logs
@@ -119,7 +112,7 @@ def test_score_when_every_column_has_both_classes(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "metrics.json").read_text())["n_series"] == 6
 
 
-def test_batch_goes_on_past_empty_and_corrupt_series(trained_workspace: Path, demo_cohort: Path,
+def test_batch_goes_on_past_empty_and_corrupt_series(trained_workspace: Path, models: dict, demo_cohort: Path,
                                                      tmp_path: Path) -> None:
     folder = tmp_path / "incoming"
     good = sorted((demo_cohort / "test" / "series").iterdir())[0]
@@ -133,7 +126,7 @@ def test_batch_goes_on_past_empty_and_corrupt_series(trained_workspace: Path, de
     (folder / "volume_0000.nii.gz").write_bytes(b"\x1f\x8b truncated gzip")
 
     ctx = StageContext.for_folder(trained_workspace, job_id="9")
-    run(params(dataset=str(folder), save_segmentations=False, models="2"), ctx)  # job id of finetune1
+    run(params(models, dataset=str(folder), save_segmentations=False, models=str(models["f1"])), ctx)
     table = pd.read_csv(ctx.reporter.artefacts["predictions"], dtype={"SeriesInstanceUID": str},
                         keep_default_na=False).set_index("SeriesInstanceUID")
     assert sorted(table.index) == sorted([good.name, "empty_series", "garbage", "two_slices", "volume"])
@@ -153,13 +146,11 @@ def test_batch_goes_on_past_empty_and_corrupt_series(trained_workspace: Path, de
     assert "1 model(s)" in "\n".join(e["message"] for e in ctx.reporter.of_type("log"))
 
 
-def test_default_models_with_one_finetune(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    model = write_stage2_model(ws / "nnUNet_results" / "f1", [4, 8], [1, 1], 8, seed=0)
-    register_job(ws, "5", "finetune1", "2026-01-01T00:00:00", model)
-    ctx = StageContext.for_folder(ws, job_id="6")
-    assert stage2_models(ctx, "") == [model]
-    assert any("one model" in e["message"] for e in ctx.reporter.of_type("log"))
-    assert stage2_models(ctx, "5") == [model]
-    with pytest.raises(FileNotFoundError, match="neither a job id"):
-        stage2_models(ctx, "nope")
+def test_models_are_paths_and_a_stage_name_says_how_to_plan_it(tmp_path: Path) -> None:
+    model = write_stage2_model(tmp_path / "f1", [4, 8], [1, 1], 8, seed=0)
+    assert stage2_models(f" {model} ,") == [model]
+    for given in ("", "finetune1,finetune2", "5"):  # what reaches a stage started without the planner
+        with pytest.raises(FileNotFoundError, match="rsna-tui run"):
+            stage2_models(given)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
+        stage2_models(f"{model},{tmp_path / 'nope'}")

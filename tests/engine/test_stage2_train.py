@@ -4,8 +4,8 @@ demo_cohort -> convert -> crops in the ``rois`` layout -> the stage-2 nnU-Net da
 The crops are written by stage 1's own crop writer (``engine.stage1.roi.save_crop`` / ``write_table``)
 with the box of the vessel and aneurysm masks standing in for the stage-1 model (a real ``roi`` needs a
 trained ``train2d``, another minute of CPU). Every training stage runs as a job does: its own process,
-``spec.json`` + ``events.jsonl`` in the job folder (nnU-Net freezes its folders at import, and
-``latest_artefact`` reads job folders). Sizes are cut to 16^3 with 4-8-16 features to keep the module
+``spec.json`` + ``events.jsonl`` in the job folder (nnU-Net freezes its folders at import). The
+fine-tunes get train3d's checkpoint path in ``init_from``, as the planner fills it in. Sizes are cut to 16^3 with 4-8-16 features to keep the module
 within about two minutes on a busy 2-core machine; the code path is the ``tiny`` profile's.
 """
 from __future__ import annotations
@@ -161,7 +161,8 @@ def trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     seconds = {"train3d": time.monotonic() - started}
     for stage, job in (("finetune1", "ft1"), ("finetune2", "ft2")):
         started = time.monotonic()
-        jobs[stage] = run_job(root, job, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1})
+        jobs[stage] = run_job(root, job, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1,
+                                                 "init_from": artefacts(jobs["train3d"])["checkpoint"]})
         seconds[stage] = time.monotonic() - started
     return {"root": root, "ctx": ctx, "jobs": jobs, "seconds": seconds}
 
