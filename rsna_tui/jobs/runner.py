@@ -2,9 +2,10 @@
 
 Reads ``spec.json``, turns ``job:<id>/<artefact>`` parameters into paths (``jobs.inputs``), runs the
 stage function with a reporter that appends to ``events.jsonl``, samples resources in a thread, and
-always ends with a ``finished`` event: ``succeeded`` (exit 0), ``failed`` (exit 1, the exception as error, its traceback in ``log.txt``) or ``cancelled``
-(SIGTERM, exit 143). It never opens ``jobs.db``. Whatever backend starts it (local process group,
-Slurm) only has to run this command with stdout/stderr going to ``log.txt``.
+always ends with a ``finished`` event: ``succeeded`` (exit 0), ``failed`` (exit 1, the exception as
+error, its traceback in ``log.txt``) or ``cancelled`` (SIGTERM, exit 143). It never opens ``jobs.db``.
+Whatever backend starts it (local process group, Slurm) only has to run this command with
+stdout/stderr going to ``log.txt``.
 
 ``started`` is written before the stage's module is imported (that can mean torch and nnU-Net,
 seconds), so a job reads ``running`` right after launch.
