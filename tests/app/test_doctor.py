@@ -87,7 +87,7 @@ def test_a_damaged_database_is_rebuilt_from_the_job_folders(cli, manager: JobMan
 
 def test_folders_without_rows_and_rows_without_folders(cli, manager: JobManager, workspace: Path) -> None:
     cli("run", "--stage", "test-sleep", "--follow")
-    cli("run", "--stage", "test-sleep", "--follow")
+    cli("run", "--stage", "test-sleep", "--follow", "--force")  # an equal job succeeded: --force runs it again
     orphan = manager.submit("test-sleep", start=False)
     with manager.store.write() as conn:  # job 2's row is gone (a restored backup, a bad edit)
         conn.execute("DELETE FROM metrics WHERE job_id = 2")

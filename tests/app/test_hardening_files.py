@@ -127,9 +127,10 @@ def test_database_on_a_read_only_file_system(cli, tmpfs: Path) -> None:
 # -- permissions ----------------------------------------------------------------------------------
 
 def _run_job(workspace: Path, job_env: dict[str, str], umask: int, *options: str) -> subprocess.CompletedProcess[str]:
+    # --force: every call is a new job, even right after an equal one (which the planner would reuse)
     result = subprocess.run(
         [sys.executable, "-m", "rsna_tui", "--workspace", str(workspace), *options, "run", "--stage", "test-predict",
-         "--follow"], cwd=REPO, env=job_env, capture_output=True, text=True, timeout=60, umask=umask,
+         "--force", "--follow"], cwd=REPO, env=job_env, capture_output=True, text=True, timeout=60, umask=umask,
     )
     assert result.returncode == 0, result.stderr
     return result
