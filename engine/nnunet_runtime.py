@@ -59,6 +59,18 @@ def configure_environment(workspace: WorkspaceLayout, processes: int | None = No
     return values
 
 
+def case_listing(cases: Sequence[str], file_ending: str = ".nii.gz") -> dict[str, dict[str, Any]]:
+    """The ``dataset`` entry of a raw dataset.json: every case's image and label file, relative to it.
+
+    With this entry nnU-Net reads the file lists from dataset.json instead of matching file names in
+    a 12-process ``multiprocessing.Pool`` (``create_lists_from_splitted_dataset_folder``); that pool's
+    ``terminate`` can hang for ever when a worker is killed holding the queue lock, which happened to
+    the demo's train3d on a loaded 2-core machine.
+    """
+    return {case: {"images": [f"imagesTr/{case}_0000{file_ending}"], "label": f"labelsTr/{case}{file_ending}"}
+            for case in cases}
+
+
 def select_device(name: str = "auto") -> "torch.device":
     """``auto`` = CUDA when available, else CPU; ``cuda`` without a GPU is an error, not a silent CPU run."""
     import torch

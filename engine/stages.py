@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 PROFILES_FILE = Path(__file__).with_name("profiles.toml")
-PROFILES: tuple[str, ...] = ("full", "tiny")
+#: full = the original solution; tiny = toy size for the tests; demo = sized so that the models learn on
+#: the synthetic cohort within minutes on 2 CPU cores (``make demo``).
+PROFILES: tuple[str, ...] = ("full", "tiny", "demo")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -234,6 +236,8 @@ STAGES: dict[str, Stage] = {
                 P("test_fraction", "float", "Fraction of series held out in test/ with test_truth.csv"),
                 P("defects", "bool", "Add a few broken series, listed in defects.csv"),
                 P("test_tags_only", "bool", "Held-out split keeps only the DICOM tags of the competition's test allow-list"),
+                P("aneurysm_mm", "floats", "Range of aneurysm sac radii in mm (low,high)"),
+                P("test_location_positives", "int", "Positives every location column gets at least in the held-out split"),
             ),
         ),
         Stage(

@@ -4,7 +4,7 @@ Everything random about the cohort as a whole is decided here, from the seed alo
 pixel is drawn: modalities in the competition's proportions, positives at the competition's rate per
 modality, the number of aneurysms per positive series and their locations at the competition's
 frequencies (COMPETITION.md), a held-out split stratified by ``Aneurysm Present`` in which every location
-column has a positive (so that a demo can be scored), the acquisition
+column has a positive, or more (so that a demo can be scored), the acquisition
 kind of each series (axial / sagittal / coronal, reversed slice order, single-file multi-frame),
 which series ship a vessel segmentation, and which are broken on purpose (``defects``).
 
@@ -86,32 +86,34 @@ def uid(root: tuple[str, ...], *parts: object) -> str:
     return generate_uid(entropy_srcs=[*root, *map(str, parts)])
 
 
-def _cover_locations_in_test(locations: list[tuple[int, ...]], split: list[str]) -> None:
-    """Give every location column at least one positive in the held-out split, in place.
+def _cover_locations_in_test(locations: list[tuple[int, ...]], split: list[str], minimum: int = 1) -> None:
+    """Give every location column at least ``minimum`` positives in the held-out split, in place.
 
     The competition metric is undefined for a column with a single class, so a demo whose test
-    split misses a rare location could not be scored. Missing locations are added to the test
-    positives with the fewest locations (at most 5 each); negatives stay negative, so the
-    ``Aneurysm Present`` rate is untouched. This skews the locations per positive of the small
-    held-out split only.
+    split misses a rare location could not be scored; with one positive a column's AUC is all or
+    nothing, hence ``minimum`` = 2 for a score that means something. Missing locations are added to
+    the test positives with the fewest locations (at most 5 each, never twice the same); negatives
+    stay negative, so the ``Aneurysm Present`` rate is untouched. This skews the locations per
+    positive of the held-out split only.
     """
     test_positives = [i for i in range(len(locations)) if split[i] == "test" and locations[i]]
-    if not test_positives:
-        return
-    covered = {loc for i in test_positives for loc in locations[i]}
     for loc in range(len(LOCATIONS)):
-        if loc in covered:
-            continue
-        open_slots = [i for i in test_positives if len(locations[i]) < len(LOCATIONS_PER_POSITIVE)]
-        if not open_slots:
-            return
-        target = min(open_slots, key=lambda i: (len(locations[i]), i))
-        locations[target] = tuple(sorted((*locations[target], loc)))
-        covered.add(loc)
+        while sum(loc in locations[i] for i in test_positives) < minimum:
+            open_slots = [i for i in test_positives
+                          if len(locations[i]) < len(LOCATIONS_PER_POSITIVE) and loc not in locations[i]]
+            if not open_slots:
+                break
+            target = min(open_slots, key=lambda i: (len(locations[i]), i))
+            locations[target] = tuple(sorted((*locations[target], loc)))
 
 
-def plan_cohort(n: int, seed: int, test_fraction: float, defects: bool, root: tuple[str, ...]) -> list[SeriesPlan]:
-    """The plan of ``n`` series; ``root`` (the parameters as strings) makes the UIDs."""
+def plan_cohort(n: int, seed: int, test_fraction: float, defects: bool, root: tuple[str, ...],
+                test_location_positives: int = 1) -> list[SeriesPlan]:
+    """The plan of ``n`` series; ``root`` (the parameters as strings) makes the UIDs.
+
+    ``test_location_positives``: positives each location column gets at least in the held-out split
+    (as far as its positives have room, see :func:`_cover_locations_in_test`).
+    """
     rng = np.random.default_rng([seed, 0])
     counts = apportion(n, list(MODALITY_COUNTS.values()))
     modalities = [m for m, c in zip(MODALITIES, counts) for _ in range(c)]
@@ -143,7 +145,7 @@ def plan_cohort(n: int, seed: int, test_fraction: float, defects: bool, root: tu
         else:
             locations.append(())
 
-    _cover_locations_in_test(locations, split)
+    _cover_locations_in_test(locations, split, test_location_positives)
 
     orientation = [str(rng.choice(list(ORIENTATION_WEIGHTS), p=list(ORIENTATION_WEIGHTS.values()))) for _ in range(n)]
     reversed_ = [bool(rng.random() < REVERSED_RATE) for _ in range(n)]

@@ -45,7 +45,7 @@ from engine.context import StageContext
 from engine.data.appearance import storage_for, synthesize
 from engine.data.cohort_plan import DEFECTS, SeriesPlan, plan_cohort, uid
 from engine.data.dicom_writer import SeriesHeader, write_multiframe, write_slices, write_text_report
-from engine.data.phantom import Phantom, build_phantom, location_side, render
+from engine.data.phantom import ANEURYSM_RADIUS, Phantom, build_phantom, location_side, render
 from engine.data.slice_grid import SliceGrid
 from engine.labels import LOCALIZER_COLUMNS, LOCATIONS, TRAIN_COLUMNS
 
@@ -80,6 +80,9 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     n, seed, size = int(params["n"]), int(params["seed"]), int(params["size"])
     test_fraction = float(params["test_fraction"])
     defects, tags_only = bool(params["defects"]), bool(params["test_tags_only"])
+    # absent from hand-written parameter dicts of older callers: the tiny profile's values
+    radius_mm = tuple(float(r) for r in params.get("aneurysm_mm", ANEURYSM_RADIUS))
+    location_positives = int(params.get("test_location_positives", 1))
     if n < 1:
         raise ValueError(f"demo-data: n must be >= 1, got {n}")
     if seed < 0:
@@ -88,9 +91,15 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         raise ValueError(f"demo-data: size must be >= 16 voxels, got {size}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"demo-data: test_fraction must be in [0, 1), got {test_fraction}")
+    if len(radius_mm) != 2 or not 0.5 <= radius_mm[0] <= radius_mm[1] <= 12.0:
+        raise ValueError(f"demo-data: aneurysm_mm must be two radii low,high with 0.5 <= low <= high <= 12 mm, "
+                         f"got {params['aneurysm_mm']}")
+    if location_positives < 0:
+        raise ValueError(f"demo-data: test_location_positives must be >= 0, got {location_positives}")
     out = Path(params["out"]).expanduser() if params["out"] else ctx.workspace.datasets / "demo"
     config = {"generator": GENERATOR_VERSION, "n": n, "seed": seed, "size": size, "test_fraction": test_fraction,
-              "defects": defects, "test_tags_only": tags_only}
+              "defects": defects, "test_tags_only": tags_only, "aneurysm_mm": list(radius_mm),
+              "test_location_positives": location_positives}
     marker = out / "demo.json"
     if marker.is_file() and json.loads(marker.read_text()) == config:
         ctx.reporter.log(f"demo cohort with these parameters already at {out}; left as it is")
@@ -101,7 +110,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
 
     started = time.perf_counter()
     root = tuple(f"{k}={v}" for k, v in config.items())
-    plans = plan_cohort(n, seed, test_fraction, defects, ("rsna-tui demo cohort", *root))
+    plans = plan_cohort(n, seed, test_fraction, defects, ("rsna-tui demo cohort", *root), location_positives)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -110,7 +119,8 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         results = []
         for plan in plans:
             ctx.reporter.progress(plan.index, n, f"series {plan.index + 1}/{n}: {plan.modality}, {plan.orientation}")
-            results.append(write_series(plan, partial, size, seed, root, tags_only and plan.split == "test"))
+            results.append(write_series(plan, partial, size, seed, root, tags_only and plan.split == "test",
+                                        radius_mm))
         ctx.reporter.progress(n, n, "writing tables")
         _write_tables(partial, results, defects)
         (partial / "demo.json").write_text(json.dumps(config, indent=1) + "\n")
@@ -128,10 +138,10 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
 
 
 def write_series(plan: SeriesPlan, root_dir: Path, size: int, seed: int, root: tuple[str, ...],
-                 tags_only: bool) -> SeriesResult:
+                 tags_only: bool, radius_mm: tuple[float, float] = ANEURYSM_RADIUS) -> SeriesResult:
     """Render one planned series and write its DICOM files (and segmentation) under ``root_dir``."""
     rng = np.random.default_rng([seed, 1, plan.index])
-    phantom = build_phantom(rng, plan.locations)
+    phantom = build_phantom(rng, plan.locations, radius_mm)
     grid = _grid(plan, phantom, size, rng)
     fields = render(phantom, grid)
     storage = storage_for(plan.modality, rng, plan.multiframe)

@@ -60,7 +60,7 @@ _MID_SEGMENTS = (
 #: Head ellipsoid in the head frame (the brain reaches down to the skull base and brain stem).
 _HEAD_CENTRE = (0.0, 10.0, 5.0)
 _HEAD_SEMI_AXES = (74.0, 94.0, 92.0)
-#: Aneurysm radius range (mm): demo-sized, so that sacs span a few voxels of a small volume.
+#: Default aneurysm radius range (mm): demo-sized, so that sacs span a few voxels of a small volume.
 ANEURYSM_RADIUS = (3.0, 5.5)
 
 
@@ -121,8 +121,10 @@ def location_side(location: int) -> int:
     return 1 if name.startswith("Left") else -1 if name.startswith("Right") else 0
 
 
-def build_phantom(rng: np.random.Generator, locations: tuple[int, ...]) -> Phantom:
-    """A random case with an aneurysm at each of ``locations`` (0-based competition location indices)."""
+def build_phantom(rng: np.random.Generator, locations: tuple[int, ...],
+                  radius_mm: tuple[float, float] = ANEURYSM_RADIUS) -> Phantom:
+    """A random case with an aneurysm at each of ``locations`` (0-based competition location indices),
+    sac radii drawn uniformly from ``radius_mm``."""
     scale = rng.uniform(0.9, 1.1)
     radius_scale = rng.uniform(0.85, 1.15)
     nodes: dict[str, np.ndarray] = {}
@@ -161,7 +163,7 @@ def build_phantom(rng: np.random.Generator, locations: tuple[int, ...]) -> Phant
 
     aneurysms: list[Aneurysm] = []
     for loc in locations:
-        aneurysms.append(_place_aneurysm(rng, loc, tubes, aneurysms))
+        aneurysms.append(_place_aneurysm(rng, loc, tubes, aneurysms, radius_mm))
 
     angles = np.deg2rad(rng.uniform([-6, -10, -5], [6, 10, 5]))
     rotation = _rotation(*angles)
@@ -194,7 +196,8 @@ def _tube(rng: np.random.Generator, name: str, label: int, nodes: list[np.ndarra
     return Tube(name, label, points, radii)
 
 
-def _place_aneurysm(rng: np.random.Generator, location: int, tubes: list[Tube], placed: list[Aneurysm]) -> Aneurysm:
+def _place_aneurysm(rng: np.random.Generator, location: int, tubes: list[Tube], placed: list[Aneurysm],
+                    radius_mm: tuple[float, float]) -> Aneurysm:
     """A sac on a segment of the location's vessel, clear of other sacs and on the correct side."""
     label = LOCATION_TO_VESSEL[location]
     name = LOCATIONS[location]
@@ -202,7 +205,7 @@ def _place_aneurysm(rng: np.random.Generator, location: int, tubes: list[Tube], 
     candidates = [t for t in tubes if t.label == label]
     if not candidates:
         raise RuntimeError(f"phantom has no segment for location {name!r}")
-    radius = float(rng.uniform(*ANEURYSM_RADIUS))
+    radius = float(rng.uniform(*radius_mm))
     best = None
     for _ in range(60):
         tube = candidates[int(rng.integers(len(candidates)))]

@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from engine.context import StageContext
+from engine.nnunet_runtime import case_listing
 from engine.stage1.slices import AXES, box_of, inference_positions, plane_spacing, prepare_slice, read_volume, resample, \
     take_slice, target_shape
 
@@ -146,6 +147,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         "file_ending": ".nii.gz",
         "name": dataset_name(params["dataset_id"]),
         "description": f"Stage-1 vessel box slices from {params['dataset']} (MODEL_SPEC 3), spacing {list(target)} mm",
+        "dataset": case_listing([case for series in cases.values() for case in series]),
     }
     (building / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     (building / "splits_final.json").write_text(json.dumps(grouped_splits(cases), indent=2))

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 
 from engine.context import StageContext
 from engine.labels import LABEL_COLUMNS, LOCATIONS, VESSELS
+from engine.nnunet_runtime import case_listing
 from engine.stage1.slices import read_volume
 from engine.stage2.network import ResEncoderUNetTwoSegWithCls
 from engine.stage2.targets import UNKNOWN_VESSEL, case_sampling_weights, classification_targets, combine_labels
@@ -153,14 +154,15 @@ def case_labels(rois: Path, uid: str, row: pd.Series, crop_shape: tuple[int, ...
 
 # ---- dataset.json, manifest -------------------------------------------------------------------------
 
-def dataset_json(dataset_id: int, n_cases: int, description: str) -> dict[str, Any]:
-    """nnU-Net's dataset.json: labels 0..26 of MODEL_SPEC 4 and ``UNKNOWN_VESSEL`` as the ignore label."""
+def dataset_json(dataset_id: int, cases: Sequence[str], description: str) -> dict[str, Any]:
+    """nnU-Net's dataset.json: labels 0..26 of MODEL_SPEC 4 and ``UNKNOWN_VESSEL`` as the ignore label,
+    and the case files (``engine.nnunet_runtime.case_listing``)."""
     labels = {"background": 0}
     labels.update({f"vessel: {name}": i + 1 for i, name in enumerate(VESSELS)})
     labels.update({f"aneurysm: {name}": 14 + i for i, name in enumerate(LOCATIONS)})
     labels["ignore"] = UNKNOWN_VESSEL
-    return {"channel_names": {"0": "zscore"}, "labels": labels, "numTraining": n_cases, "file_ending": ".nii.gz",
-            "name": dataset_name(dataset_id), "description": description}
+    return {"channel_names": {"0": "zscore"}, "labels": labels, "numTraining": len(cases), "file_ending": ".nii.gz",
+            "name": dataset_name(dataset_id), "description": description, "dataset": case_listing(cases)}
 
 
 def _digest(path: Path) -> str:
@@ -316,7 +318,7 @@ def write_raw(raw: Path, rois: Path, table: pd.DataFrame, size: int, labels_dir:
     frame.to_csv(raw / CLASSIFICATION_FILE, index=False)
     description = (f"Stage-2 crops of {rois} resized to {size}^3 (MODEL_SPEC 7); label sources: "
                    + ", ".join(f"{k} {sources.get(k, 0)}" for k in ("vessels", "no-vessels", "external")))
-    (raw / "dataset.json").write_text(json.dumps(dataset_json(dataset_id, len(frame), description), indent=2))
+    (raw / "dataset.json").write_text(json.dumps(dataset_json(dataset_id, list(frame["case"]), description), indent=2))
     ctx.reporter.log(description)
     return list(frame["case"])
 
