@@ -142,13 +142,18 @@ def edit_plans(plans: dict, configuration: str, batch_size: int = 0, features: S
     return plans
 
 
+def _skip_plot(output_folder: str) -> None:
+    """Stands in for ``logger.plot_progress_png`` on all but the last epoch (see ``ReportingMixin``)."""
+
+
 class ReportingMixin:
     """Reports nnU-Net's per-epoch log to a Reporter; put it first: ``class T(ReportingMixin, nnUNetTrainer)``.
 
     Metrics (step = epoch): ``train_loss``, ``val_loss``, ``pseudo_dice`` (mean foreground),
     ``ema_pseudo_dice``, ``lr``, ``epoch_time`` (s); progress = finished epochs of ``num_epochs``.
     Metrics nnU-Net's logger does not know (stage 2's validation AUCs) go out through
-    :meth:`report_metric`, e.g. from ``on_validation_epoch_end``.
+    :meth:`report_metric`, e.g. from ``on_validation_epoch_end``. ``progress.png`` is drawn after the
+    last epoch only.
     """
 
     reporter: Reporter | None = None
@@ -168,7 +173,16 @@ class ReportingMixin:
 
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch
-        super().on_epoch_end()  # logs, checkpoints, then increments current_epoch
+        if epoch == self.num_epochs - 1:
+            super().on_epoch_end()  # logs, checkpoints, progress.png, then increments current_epoch
+        else:
+            # nnU-Net draws progress.png (3000 x 5400 pixels) after every epoch: about a second each time
+            # on a CPU, as long as a demo epoch. The reporter carries the same curves; draw it once, at the end.
+            self.logger.plot_progress_png = _skip_plot
+            try:
+                super().on_epoch_end()
+            finally:
+                del self.logger.plot_progress_png
         if self.reporter is None:
             return
         values = self.logger.local_logger.my_fantastic_logging

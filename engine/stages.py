@@ -216,6 +216,8 @@ _TRAIN3D_PARAMS = (
     P("val_iterations", "int", "Validation iterations per epoch"),
     P("batch_size", "int", "Volumes per batch"),
     P("initial_lr", "float", "Initial learning rate (SGD, PolyLR)"),
+    P("oversampling", "float", "Targeted oversampling: a case with positive locations weighs 1 + mean(this / n_k), "
+      "n_k = positives of location k (300 for the 4,405 competition series; scale it with the cohort)"),
     P("init_from", "str", "Start from these weights: a checkpoint or results folder, or 'train3d' = that planned job's ('' = scratch)"),
     P("labels_dir", "str", "Folder of external 26-class label volumes (<uid>.nii.gz) to use instead of ours ('' = none)"),
     _DEVICE,

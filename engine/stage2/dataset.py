@@ -423,11 +423,15 @@ def read_classification(folder: Path) -> pd.DataFrame:
 
 
 
-def sampling_probabilities(classification: pd.DataFrame, identifiers: Sequence[str]) -> np.ndarray:
+def sampling_probabilities(classification: pd.DataFrame, identifiers: Sequence[str],
+                           numerator: float = 300.0) -> np.ndarray:
     """Targeted oversampling (MODEL_SPEC 7): case weights from the positives of the whole table
     (``classification.csv``, all folds, as the original counted over the whole CSV), normalised over
-    the training cases ``identifiers`` (in that order, as nnU-Net's loader draws them)."""
-    weights = pd.Series(case_sampling_weights(classification[list(LOCATIONS)].to_numpy()), index=classification.index)
+    the training cases ``identifiers`` (in that order, as nnU-Net's loader draws them). ``numerator``
+    is the original's 300 for its 4,405 series; on a 150-series cohort 300 / n_k reaches 40 and
+    batches become nearly all positive, which teaches "always an aneurysm"."""
+    weights = pd.Series(case_sampling_weights(classification[list(LOCATIONS)].to_numpy(), numerator),
+                        index=classification.index)
     missing = [i for i in identifiers if i not in weights.index]
     if missing:
         raise KeyError(f"cases without classification targets in {CLASSIFICATION_FILE}: {missing[:3]}")

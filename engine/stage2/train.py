@@ -99,6 +99,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     trainer = build_trainer(StageTwoTrainer, plans, CONFIGURATION, fold,
                             load_json(str(preprocessed / "dataset.json")), device, settings, ctx.reporter,
                             resume=ctx.resume)
+    trainer.oversampling = float(params["oversampling"])
     resuming = ctx.resume and resume_checkpoint(trainer.output_folder) is not None
     if params["init_from"] and not resuming:
         trainer.initialize()

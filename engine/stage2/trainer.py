@@ -74,6 +74,8 @@ class StageTwoTrainer(ReportingMixin, nnUNetTrainer):
         self.oversample_foreground_percent = 0.0
         self.save_every = 1
         self.classification: pd.DataFrame | None = None
+        #: numerator of the targeted oversampling (MODEL_SPEC 7); the stage sets it from its parameters
+        self.oversampling = 300.0
         self._val_heads: list[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]] = []
         self._skipped_columns: list[str] | None = None
 
@@ -120,7 +122,7 @@ class StageTwoTrainer(ReportingMixin, nnUNetTrainer):
                                                         foreground_labels=labels.foreground_labels, regions=regions,
                                                         ignore_label=labels.ignore_label)
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
-        probabilities = sampling_probabilities(self.classification, list(dataset_tr.identifiers))
+        probabilities = sampling_probabilities(self.classification, list(dataset_tr.identifiers), self.oversampling)
         dl_tr = nnUNetDataLoader(dataset_tr, self.batch_size, initial_patch_size, patch_size, labels,
                                  oversample_foreground_percent=0.0, sampling_probabilities=probabilities,
                                  transforms=tr_transforms)

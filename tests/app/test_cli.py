@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.stages import STAGES
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.jobs.store import Store
 
@@ -30,7 +31,8 @@ def test_json_outputs_parse(cli, workspace: Path) -> None:
     assert [p["name"] for p in evaluate["params"]] == ["predictions", "truth"]
     train3d = next(s for s in stages if s["name"] == "train3d")
     epochs = next(p for p in train3d["params"] if p["name"] == "epochs")
-    assert epochs["defaults"] == {"full": 1000, "tiny": 3} and epochs["help"] and train3d["gpu"] is True
+    demo_epochs = STAGES["train3d"].defaults("demo")["epochs"]
+    assert epochs["defaults"] == {"full": 1000, "tiny": 3, "demo": demo_epochs} and epochs["help"] and train3d["gpu"] is True
     result = cli("run", "--stage", "test-sleep", "--set", "steps=2", "--follow", "--json")
     job = json.loads(result.stdout)
     assert job["status"] == "succeeded" and isinstance(job["id"], int)
