@@ -19,6 +19,7 @@ import pytest
 
 from engine.labels import ANEURYSM_PRESENT
 from engine.stage1.held_out_coverage import held_out_coverage
+from rsna_tui.cli.report import build_report
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.workspace import Workspace
 
@@ -75,3 +76,9 @@ def test_reduced_demo_beats_chance_on_held_out_series(tmp_path: Path) -> None:
     assert coverage.points > 0 and coverage.fraction >= 0.9, coverage
     curve = manager.store.metric_series(jobs[-1], "train_loss")
     assert len(curve) == 12 and curve[-1][1] < curve[0][1]  # the loss went somewhere
+
+    report = build_report(manager)  # what `make demo` prints at the end
+    assert report["predict_job"] == predict and report["series"] == len(truth)
+    assert report["ap_auc"] == pytest.approx(metrics["auc"][ANEURYSM_PRESENT])
+    assert report["coverage"]["test"]["fraction"] == pytest.approx(coverage.fraction)
+    assert set(report["minutes"]) == {stage for stage, _ in REDUCED} | {"predict"}
