@@ -207,7 +207,9 @@ def _place_aneurysm(rng: np.random.Generator, location: int, tubes: list[Tube], 
         raise RuntimeError(f"phantom has no segment for location {name!r}")
     radius = float(rng.uniform(*radius_mm))
     best = None
-    for _ in range(60):
+    for attempt in range(180):
+        if attempt and attempt % 60 == 0:
+            radius *= 0.85  # a large sac that fits nowhere clear of the others: a smaller one (large radii only)
         tube = candidates[int(rng.integers(len(candidates)))]
         n = len(tube.points)
         if name == "Basilar Tip":

@@ -150,5 +150,8 @@ def report(
     typer.echo(f"  rsna-tui {where} show {data['predict_job']}                    the predict job: metrics, artefacts")
     typer.echo(f"  rsna-tui {where}                           the app: curves per job; the review screen sorts "
                "cases by error")
+    review = manager.store.artefacts(data["predict_job"]).get("review", "")
     if predictions:
         typer.echo(f"  {Path(predictions)}   the predictions, one row per held-out series")
+    if review:
+        typer.echo(f"  {Path(review)}/<series>/   per-case review files (box, maps) the review screen shows")
