@@ -3,9 +3,9 @@
 Targets (issue 13), on 2 CPU cores once .venv exists: the whole pipeline <= 10 minutes wall; on the
 held-out split (>= 40 series) ``Aneurysm Present`` AUC >= 0.90 and competition score >= 0.80 at the
 default seed 0, score >= 0.75 at each other seed; stage-1 coverage of truth points on series the 2D
-model never saw >= 0.95. Per seed it runs every step of ``engine.pipeline.DEMO_PIPELINE`` as jobs of a
-fresh workspace (the cohort seed is the only override) and prints ``rsna-tui report``'s table; then a
-summary line per seed. The machine's load average is printed with each table: the 2 cores are often
+model never saw >= 0.95. Per seed it runs ``rsna-tui pipeline --dataset demo --profile demo --follow``
+(``make demo``'s command) in a fresh workspace, the cohort seed the only override, and prints
+``rsna-tui report``'s figures; then a summary line per seed. The machine's load average is printed with each table: the 2 cores are often
 shared, and wall times mean little without it.
 
     .venv/bin/python bench/bench_demo.py [--seeds 0,1,2,3] [--root /tmp/bench-demo] [--profile demo]
@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import time
+import subprocess
+import sys
 from pathlib import Path
 
-from engine.pipeline import DEMO_PIPELINE
 from rsna_tui.cli.report import build_report
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.workspace import Workspace
@@ -30,23 +30,12 @@ def run_seed(root: Path, seed: int, profile: str) -> dict:
     """Run the demo pipeline with cohort seed ``seed`` in a fresh workspace; the report as a dict."""
     workspace = Workspace(root / f"seed{seed}")
     shutil.rmtree(workspace.root, ignore_errors=True)
-    workspace.ensure_root()
-    manager = JobManager(workspace)
-    jobs = []
-    for stage, overrides in DEMO_PIPELINE:
-        overrides = {**overrides, "seed": seed} if stage == "demo-data" else overrides
-        jobs.append(manager.submit(stage, profile, overrides, [jobs[-1].id] if jobs else []))
-    while True:
-        manager.refresh()
-        manager.schedule()
-        states = [manager.job(j.id) for j in jobs]
-        if all(j.terminal for j in states):
-            break
-        time.sleep(2.0)
-    failed = [j for j in states if j.status != "succeeded"]
-    if failed:
-        raise SystemExit(f"seed {seed}: job {failed[0].id} ({failed[0].stage}) {failed[0].status}: {failed[0].error}")
-    return build_report(manager)
+    command = [sys.executable, "-m", "rsna_tui", "-w", str(workspace.root), "pipeline", "--dataset", "demo",
+               "--profile", profile, f"--set=demo-data.seed={seed}", "--follow"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"seed {seed}: pipeline failed\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return build_report(JobManager(workspace))
 
 
 def _print(seed: int, data: dict) -> None:

@@ -6,11 +6,11 @@ a vessel segmentation), and the held-out split has no localizers at all (its tru
 every stage). This module scores the boxes afterwards, as an evaluation, on two groups of series:
 
 * ``test``: the held-out split, whose aneurysm centres come from the demo cohort's ``aneurysms.csv``
-  (LPS mm, written by the generator) mapped into each converted volume through its NIfTI affine;
+  (LPS mm, written by the generator), against the boxes ``predict`` used (its review ``case.json``);
 * ``train_unseen``: training series without a vessel segmentation (``stage1-data`` builds the 2D
   dataset from the others only), with the voxel points of ``localizers_voxel.csv``.
 
-A point counts as covered when its voxel lies inside the half-open box of ``rois.csv``. Nothing here
+A point counts as covered when its voxel lies inside the half-open box. Nothing here
 feeds back into training.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
+import json
+
 import numpy as np
 import pandas as pd
 
 from engine.context import WorkspaceLayout
-from engine.data.geometry import patient_to_voxel
 
 KEY = "SeriesInstanceUID"
 
@@ -52,24 +52,28 @@ def _inside(box: pd.Series, i: float, j: float, k: float) -> bool:
     return bool(box.z0 <= k < box.z1 and box.y0 <= j < box.y1 and box.x0 <= i < box.x1)
 
 
-def held_out_coverage(workspace: WorkspaceLayout, dataset: str) -> Coverage:
-    """Coverage of the held-out aneurysm centres (``aneurysms.csv``, split ``test``)."""
-    truth_csv = workspace.dataset(dataset) / "aneurysms.csv"
+def held_out_coverage(cases: Path, truth_csv: Path) -> Coverage:
+    """Coverage of the held-out aneurysm centres (``aneurysms.csv``, split ``test``) by the boxes that
+    ``predict`` used: ``cases/<uid>/case.json`` of its review folder (box on the (z, y, x) array and the
+    volume's LPS affine, which maps (x, y, z) voxel indices to LPS mm)."""
     if not truth_csv.is_file():
         raise FileNotFoundError(f"{truth_csv} does not exist: held-out coverage needs a demo cohort's truth")
     truth = pd.read_csv(truth_csv, dtype={KEY: str})
     truth = truth[truth["split"] == "test"]
-    boxes = _boxes(workspace.rois(dataset, "test") / "rois.csv")
-    images = workspace.converted(dataset, "test") / "images"
     inside = points = 0
     series = set()
     for uid, sacs in truth.groupby(KEY):
-        if uid not in boxes.index:
+        case_file = cases / uid / "case.json"
+        if not case_file.is_file():
             continue
-        affine = nib.load(images / f"{uid}_0000.nii.gz").affine
-        ijk = np.rint(patient_to_voxel(affine, sacs[["x_mm", "y_mm", "z_mm"]].to_numpy(float)))
-        for i, j, k in ijk:
-            inside += _inside(boxes.loc[uid], i, j, k)
+        case = json.loads(case_file.read_text())
+        box = case.get("box")
+        if not box or case.get("affine_lps") is None:
+            continue
+        affine = np.asarray(case["affine_lps"], dtype=float)
+        lps = np.c_[sacs[["x_mm", "y_mm", "z_mm"]].to_numpy(float), np.ones(len(sacs))]
+        for i, j, k in np.rint((np.linalg.inv(affine) @ lps.T).T[:, :3]):
+            inside += bool(box["z0"] <= k < box["z1"] and box["y0"] <= j < box["y1"] and box["x0"] <= i < box["x1"])
             points += 1
         series.add(uid)
     return Coverage(inside, points, len(series))

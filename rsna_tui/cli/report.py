@@ -23,7 +23,7 @@ from rsna_tui.jobs.store import JobRow
 
 #: Pipeline stages in run order (their jobs are summed per stage: convert and roi run once per split).
 RUN_STAGES = ("demo-data", "convert", "stage1-data", "train2d", "roi", "train3d", "finetune1", "finetune2",
-              "predict")
+              "predict", "evaluate")
 
 
 def _latest_predict(manager: JobManager, job_id: int | None) -> JobRow:
@@ -61,15 +61,18 @@ def _minutes(jobs: list[JobRow]) -> dict[str, float]:
     return out
 
 
-def _coverage(manager: JobManager, dataset: str) -> dict[str, Any]:
+def _coverage(manager: JobManager, predict: JobRow, dataset: str) -> dict[str, Any]:
     """Held-out and unseen-training coverage, or the reason it cannot be computed here."""
     from engine.stage1.held_out_coverage import held_out_coverage, unseen_train_coverage
 
     layout = manager.workspace.layout
+    review = Path(manager.store.artefacts(predict.id).get("review", layout.predictions / str(predict.id) / "cases"))
+    truth = layout.dataset(dataset) / "aneurysms.csv"
     result: dict[str, Any] = {}
-    for name, function in (("test", held_out_coverage), ("train_unseen", unseen_train_coverage)):
+    for name, function in (("test", lambda: held_out_coverage(review, truth)),
+                           ("train_unseen", lambda: unseen_train_coverage(layout, dataset))):
         try:
-            c = function(layout, dataset)
+            c = function()
             result[name] = {"fraction": c.fraction, "inside": c.inside, "points": c.points, "series": c.series}
         except FileNotFoundError as exc:
             result[name] = {"fraction": None, "reason": str(exc)}
@@ -92,7 +95,7 @@ def build_report(manager: JobManager, job_id: int | None = None) -> dict[str, An
         "score": metrics.get("score"),
         "ap_auc": metrics.get(f"auc/{ANEURYSM_PRESENT}"),
         "mean_location_auc": sum(locations) / len(locations) if len(locations) == len(LOCATIONS) else None,
-        "coverage": _coverage(manager, str(predict.params.get("dataset", "demo"))),
+        "coverage": _coverage(manager, predict, str(predict.params.get("dataset", "demo"))),
         "minutes": minutes,
         "wall_minutes": (predict.finished_at - min(started)) / 60.0 if started and predict.finished_at else None,
         "jobs": [j.id for j in jobs],
