@@ -29,8 +29,13 @@ def group_members(pgid: int) -> list[int]:
 
 
 def cancel_lines(app: Any, ids: list[int], grace: float) -> tuple[list[int], list[str]]:
-    """The jobs a cancel will hit and, for each, what it signals; ended jobs are left out."""
+    """The jobs a cancel will hit and, for each, what it signals; ended jobs are left out.
+
+    Queued jobs come first: cancelling a running job first would fail the jobs waiting for it
+    ("dependency cancelled") before their own cancel.
+    """
     hit, lines = [], []
+    ids = sorted(ids, key=lambda i: (getattr(app.jobs.get(i), "status", "") != "queued", i))
     for job_id in ids:
         line = app.jobs.get(job_id)
         if line is None or line.terminal:

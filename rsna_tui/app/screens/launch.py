@@ -67,9 +67,9 @@ class LaunchScreen(Screen):
             yield Button("Submit (ctrl+s)", id="submit", variant="primary")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         self.app.jobs_signal.subscribe(self, self.on_jobs)
-        self.build_form()
+        await self.build_form()
         self.fill_after()
 
     # -- building -----------------------------------------------------------------------------------
@@ -78,24 +78,24 @@ class LaunchScreen(Screen):
         """Show the form of ``stage`` (palette: "Launch stage X")."""
         self.query_one("#stage-select", Select).value = stage
 
-    def on_select_changed(self, event: Select.Changed) -> None:
+    async def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "stage-select" and event.value != self.stage:
             self.stage = str(event.value)
-            self.build_form()
+            await self.build_form()
         elif event.select.id == "profile-select" and event.value != self.profile:
             self.profile = str(event.value)
-            self.build_form()
+            await self.build_form()
 
-    def build_form(self) -> None:
+    async def build_form(self) -> None:
         definition = self.stages[self.stage]
         holder = self.query_one("#form-holder", Vertical)
-        holder.remove_children()
+        await holder.remove_children()
         error = ""
         try:
             defaults = definition.defaults(self.profile)
         except ParameterError as exc:
             defaults, error = {}, str(exc)
-        holder.mount(ParamForm(definition, defaults, id="param-form"))
+        await holder.mount(ParamForm(definition, defaults, id="param-form"))
         self.query_one("#stage-help", Static).update(f"{definition.help}{self._slots_text()}")
         self.show_error(error)
         self.call_after_refresh(self.update_preview)

@@ -133,6 +133,11 @@ class JobTable(DataTable):
         except Exception:
             return None
 
+    @property
+    def shown_ids(self) -> list[int]:
+        """The jobs that pass the filter, in table order."""
+        return list(self._shown)
+
     def selected_ids(self) -> list[int]:
         """The marked jobs (Space) that are shown, else the one under the cursor."""
         marked = [i for i in self._shown if i in self.view.marked]
