@@ -36,10 +36,10 @@ def describe(job: JobRow, now: float) -> str:
     """The one-line header of a job."""
     style = STATUS_STYLE.get(job.status, "")
     spent = ((job.finished_at or now) - job.started_at) if job.started_at else None
-    where = f"{job.backend} {job.native_id or '-'}" + (f"@{job.host}" if job.host else "")
+    where = f"{job.backend} id {job.native_id or '-'}" + (f" on {job.host}" if job.host else "")
     parts = [
         f"[b]job {job.id}[/b] {job.stage}", f"[{style}]{job.status}[/]" if style else job.status,
-        f"attempt {job.attempt}", f"profile {job.profile}", f"backend/native id {where}",
+        f"try {job.attempt}", job.profile, where,
     ]
     if spent is not None:
         parts.append(clock_text(spent))

@@ -36,12 +36,16 @@ class GpusScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="gpus")
     def sample(self) -> None:
-        sampler = self.app.gpu_sampler or sample_machine
+        given = self.app.gpu_sampler  # tests: a fixed sample, already attributed
         while True:
             try:
-                groups = {int(l.native_id): l.id for l in list(self.app.jobs.values())
-                          if not l.terminal and l.backend == "local" and l.native_id and l.native_id.isdigit()}
-                self.post_message(GpusSampled(attribute(sampler(), groups)))
+                if given is not None:
+                    sample = given()
+                else:
+                    groups = {int(l.native_id): l.id for l in list(self.app.jobs.values())
+                              if not l.terminal and l.backend == "local" and l.native_id and l.native_id.isdigit()}
+                    sample = attribute(sample_machine(), groups)
+                self.post_message(GpusSampled(sample))
             except Exception as exc:
                 self.app.call_from_thread(self.app.notify, f"GPU sample failed: {exc}", severity="error")
             if self._stop.wait(SAMPLE_INTERVAL_S):

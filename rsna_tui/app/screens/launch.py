@@ -51,6 +51,7 @@ class LaunchScreen(Screen):
         self.stages = all_stages()
         self.stage = next(iter(self.stages))
         self.profile = "tiny" if "tiny" in PROFILES else PROFILES[0]
+        self._focus_form = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -75,8 +76,17 @@ class LaunchScreen(Screen):
     # -- building -----------------------------------------------------------------------------------
 
     def choose_stage(self, stage: str) -> None:
-        """Show the form of ``stage`` (palette: "Launch stage X")."""
+        """Show the form of ``stage`` with the cursor in its first field (palette: "Launch stage X")."""
+        self._focus_form = True
+        if stage == self.stage:
+            self.call_after_refresh(self._focus_first_field)
         self.query_one("#stage-select", Select).value = stage
+
+    def _focus_first_field(self) -> None:
+        self._focus_form = False
+        fields = self.query(".param-input")
+        if fields:
+            fields.first().focus()
 
     async def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "stage-select" and event.value != self.stage:
@@ -99,6 +109,8 @@ class LaunchScreen(Screen):
         self.query_one("#stage-help", Static).update(f"{definition.help}{self._slots_text()}")
         self.show_error(error)
         self.call_after_refresh(self.update_preview)
+        if self._focus_form:
+            self.call_after_refresh(self._focus_first_field)
 
     def _slots_text(self) -> str:
         definition = self.stages[self.stage]

@@ -100,10 +100,11 @@ class PipelineScreen(Screen):
             table.add_row(stage, str(line.id) if line else "", f"[{STATUS_STYLE.get(status, 'dim')}]{status}[/]", key=stage)
         if keep:
             table.move_cursor(row=CHAIN.index(keep), animate=False)
-        note = "" if planner_api() else f"; {PLANNER_MODULE} is not in this build, so no plan can be shown"
         self.query_one("#pipeline-note", Static).update(
-            f"dataset {self.dataset} | profile {self.profile}   u run up to here, p profile, D dataset{note}"
+            f"dataset {self.dataset} | profile {self.profile}   u run up to here, p profile, D dataset"
         )
+        if not planner_api():
+            self.query_one("#plan-view", Static).update(f"{PLANNER_MODULE} is not in this build: no plan to show")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value and planner_api():
