@@ -25,6 +25,8 @@ from rsna_tui.workspace import Workspace
 
 #: Seconds between two poll cycles (the worker waits this long after a cycle ends).
 POLL_INTERVAL_S = 1.0
+#: The first cycle reads this many of the newest jobs; the older ones come with the next cycle.
+FIRST_ROWS = 500
 
 _COLUMNS = (
     "id, stage, profile, status, attempt, progress, created_at, started_at, finished_at, message, error, "
@@ -78,6 +80,8 @@ class Poller:
         self._known: dict[int, JobLine] = {}
         self._active: set[int] = set()
         self._max_id = 0
+        #: After the first cycle: read the jobs older than this id in the next one.
+        self._backlog: int | None = None
 
     @property
     def manager(self) -> JobManager:
@@ -100,16 +104,20 @@ class Poller:
         conn = manager.store.conn
         version = (int(conn.execute("PRAGMA data_version").fetchone()[0]), conn.total_changes)
         full = self._version is None
-        if version == self._version:
+        if version == self._version and self._backlog is None:
             return [], [], False
         self._version = version
-        if full:
-            rows = self._read("", ())
+        if full:  # the newest first, so that the table paints at once; the rest next cycle
+            rows = self._read(" ORDER BY id DESC LIMIT ?", (FIRST_ROWS,))[::-1]
+            self._backlog = rows[0].id if len(rows) == FIRST_ROWS else None
         else:
             ids = sorted(self._active)
             marks = ", ".join("?" for _ in ids)
-            where = f" WHERE id > ? OR status IN (?, ?, ?)" + (f" OR id IN ({marks})" if ids else "")
-            rows = self._read(where, (self._max_id, *ACTIVE, *ids))
+            where = " WHERE id > ? OR status IN (?, ?, ?)" + (f" OR id IN ({marks})" if ids else "")
+            rows = self._read(where + " ORDER BY id", (self._max_id, *ACTIVE, *ids))
+            if self._backlog is not None:
+                rows = self._read(" WHERE id < ? ORDER BY id", (self._backlog,)) + rows
+                self._backlog = None
         changed, ended = [], []
         for line in rows:
             old = self._known.get(line.id)
@@ -128,10 +136,10 @@ class Poller:
 
     def _read(self, where: str, args: tuple[Any, ...]) -> list[JobLine]:
         conn = self.manager.store.conn
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM jobs{where} ORDER BY id", args).fetchall()
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM jobs{where}", args).fetchall()
         if not rows:
             return []
-        gpu = self._gpu_memory([r[0] for r in rows] if where else None)
+        gpu = self._gpu_memory([r[0] for r in rows])
         return [
             JobLine(
                 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], (r[9] or "").split("\n", 1)[0], r[10], r[11],
@@ -140,11 +148,11 @@ class Poller:
             for r in rows
         ]
 
-    def _gpu_memory(self, ids: list[int] | None) -> dict[int, int]:
-        """Latest ``proc_gpu_mem_bytes`` per job (of these ids, or of every job)."""
+    def _gpu_memory(self, ids: list[int]) -> dict[int, int]:
+        """Latest ``proc_gpu_mem_bytes`` per job of ``ids``."""
         conn = self.manager.store.conn
-        if ids is None:
-            inner, args = "SELECT MAX(id) FROM resource_samples GROUP BY job_id", ()
+        if len(ids) > 900:  # SQLite's limit on variables; one pass over the samples instead
+            inner, args = f"SELECT MAX(id) FROM resource_samples WHERE job_id BETWEEN ? AND ? GROUP BY job_id", (min(ids), max(ids))
         else:
             marks = ", ".join("?" for _ in ids)
             inner, args = f"SELECT MAX(id) FROM resource_samples WHERE job_id IN ({marks}) GROUP BY job_id", tuple(ids)

@@ -74,7 +74,10 @@ class JobsScreen(JobActions, Screen):
     def show_status(self) -> None:
         view = self.table.view
         quick = [name for name, group in QUICK_STATUSES if group == view.statuses]
-        parts = [f"{self.table.row_count} of {len(self.app.jobs)} jobs"]
+        table = self.table
+        parts = [f"{table.row_count} of {len(self.app.jobs)} jobs"]
+        if table.matching > table.row_count:
+            parts.append(f"{table.matching} match, the first {table.row_count} shown")
         if view.statuses:
             parts.append(f"status {quick[0] if quick else ','.join(view.statuses)}")
         if view.stage:

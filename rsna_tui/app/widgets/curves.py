@@ -19,6 +19,16 @@ PREFERRED = ("train_loss", "val_loss", "ema_pseudo_dice", "pseudo_dice", "score"
 SMOOTHING = 0.8
 
 
+def thin(xs: list[float], ys: list[float], most: int) -> tuple[list[float], list[float]]:
+    """At most ``most`` points, evenly taken, the last always kept: a plot cannot show more
+    points than its braille dots across, and plotext's drawing time grows with the points."""
+    if len(xs) <= most:
+        return xs, ys
+    step = len(xs) / most
+    keep = sorted({int(i * step) for i in range(most)} | {len(xs) - 1})
+    return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
 def ema(values: list[float], beta: float = SMOOTHING) -> list[float]:
     """Exponential moving average with bias correction (as TensorBoard's smoothing)."""
     out, mean = [], 0.0
@@ -100,7 +110,7 @@ class CurvePanel(Horizontal):
         start = min((p[2] for n in names for p in self.series.get(n, [])[:1]), default=0.0)
         hours, logy = self.options["hours"], self.options["logy"]
         drawn = []
-        self.plotted = {}
+        self.plotted = {}  # every point of each curve (what is drawn may be thinned to the width)
         for name in names:
             points = self.series.get(name, [])
             xs = [(t - start) / 3600 if hours else (step if step is not None else i) for i, (step, _, t) in enumerate(points)]
@@ -112,12 +122,13 @@ class CurvePanel(Horizontal):
                 xs, ys = [x for x, _ in kept], [y for _, y in kept]
             if not xs:
                 continue
+            self.plotted[name] = (xs, ys)
+            xs, ys = thin(xs, ys, max(2, 2 * plot.size.width or 200))
             if len(xs) == 1:
                 plt.scatter(xs, ys, label=name, marker="dot")
             else:
                 plt.plot(xs, ys, label=name, marker="braille")
             drawn.append((name, len(points), points[-1][1]))
-            self.plotted[name] = (xs, ys)
         if logy:
             plt.yscale("log")
         plt.xlabel("hours" if hours else "step")

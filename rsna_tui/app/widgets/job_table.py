@@ -3,7 +3,12 @@
 It knows :class:`~rsna_tui.app.poll.JobLine` and nothing of the store. A refresh hands it the
 changed lines only; it updates the cells whose text changed (``update_cell``) and adds or
 removes rows that start or stop passing the filter. A full rebuild (clear and refill) happens
-only when the user changes the filter or the sort order.
+only when the user changes the filter or the sort order, or a job enters the window.
+
+The table holds a window: the first :data:`WINDOW` jobs in the view's order (newest first by
+default), out of every job it knows. Filtering and sorting run over all of them; only the rows
+are limited, because a ``DataTable`` row costs about 0.1 ms to add and a workspace may hold
+tens of thousands of jobs.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ STATUS_STYLE = {
     "queued": "dim", "starting": "cyan", "running": "bold cyan", "succeeded": "green", "failed": "bold red",
     "cancelled": "yellow", "lost": "bold magenta",
 }
+#: The most rows the table holds (the rest is reached by filtering or sorting).
+WINDOW = 250
 #: (key, header); the order of the columns.
 COLUMNS = (
     ("id", "id"), ("stage", "stage"), ("dataset", "data"), ("profile", "prof"), ("status", "status"),
@@ -116,6 +123,8 @@ class JobTable(DataTable):
         self.view = View()
         self.lines: dict[int, JobLine] = {}
         self._shown: dict[int, tuple[str | Text, ...]] = {}
+        #: How many jobs pass the filter (the table shows the first WINDOW of them).
+        self.matching = 0
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
@@ -153,16 +162,23 @@ class JobTable(DataTable):
             self.lines = {line.id: line for line in lines}
             self.rebuild()
             return
-        added = False
+        again = False
+        order = SORTS[self.view.sort]
+        last = self.lines.get(next(reversed(self._shown))) if self._shown else None
         for line in lines:
             self.lines[line.id] = line
-            if self.view.accepts(line):
-                added |= self._put(line, now)
-            elif line.id in self._shown:
-                self.remove_row(str(line.id))
-                del self._shown[line.id]
-        if added:
-            self.rebuild()  # new rows land at the end; put them in order
+            if line.id in self._shown:
+                if self.view.accepts(line):
+                    self._put(line, now)
+                else:
+                    again = True
+            elif self.view.accepts(line):
+                # a job enters the window when there is room or it sorts before the last shown one
+                room = len(self._shown) < WINDOW
+                before = last is not None and ((order(line) > order(last)) if self.view.reverse else (order(line) < order(last)))
+                again |= room or before
+        if again:
+            self.rebuild()
 
     def tick(self) -> None:
         """Advance elapsed time and ETA of the jobs that run (no store read)."""
@@ -178,6 +194,8 @@ class JobTable(DataTable):
         now = self.clock()
         chosen = [line for line in self.lines.values() if self.view.accepts(line)]
         chosen.sort(key=SORTS[self.view.sort], reverse=self.view.reverse)
+        self.matching = len(chosen)
+        chosen = chosen[:WINDOW]
         self.clear()
         self._shown = {}
         rows = []
@@ -193,19 +211,14 @@ class JobTable(DataTable):
         if job_id is not None and job_id in self._shown:
             self.move_cursor(row=self.get_row_index(str(job_id)), animate=False)
 
-    def _put(self, line: JobLine, now: float) -> bool:
-        """Update the changed cells of a shown row, or add it; True when a row was added."""
+    def _put(self, line: JobLine, now: float) -> None:
+        """Update the cells of a shown row whose text changed."""
         row = cells(line, now, line.id in self.view.marked)
-        old = self._shown.get(line.id)
-        if old is None:
-            self.add_row(*row, key=str(line.id))
-            self._shown[line.id] = row
-            return True
+        old = self._shown[line.id]
         for (key, _), before, after in zip(COLUMNS, old, row):
             if before != after:
                 self.update_cell(str(line.id), key, after, update_width=True)
         self._shown[line.id] = row
-        return False
 
     # -- actions -------------------------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ class ResourcePanel(Vertical):
 
     def redraw(self) -> None:
         samples = self.samples
+        if len(samples) > 400:  # more than the plots' dots across; thin evenly, keep the last
+            step = len(samples) / 400
+            samples = [samples[int(i * step)] for i in range(400)] + [samples[-1]]
         start = samples[0]["t"] if samples else 0.0
         xs = [(s["t"] - start) / 60 for s in samples]
         has_gpu = any(s.get("gpu_mem_bytes") is not None for s in samples)
