@@ -36,6 +36,11 @@ def _commands(app: object) -> Iterator[tuple[str, str, str]]:
     yield "Show keys", "help", "the key map of the current screen"
 
 
+#: The score of "Open job N" when the query names an existing job: above any fuzzy match
+#: (Textual's fuzzy scores are not bounded by 1).
+EXACT = 1e9
+
+
 class RsnaCommands(Provider):
     """Screens, launches, filters and job actions."""
 
@@ -45,7 +50,7 @@ class RsnaCommands(Provider):
         if number and int(number.group()) in getattr(app, "jobs", {}):
             job_id = int(number.group())
             line = app.jobs[job_id]  # type: ignore[attr-defined]
-            yield Hit(1.0, f"Open job {job_id} ({line.stage}, {line.status})", partial(app.run_action, f"open_job({job_id})"),
+            yield Hit(EXACT, f"Open job {job_id} ({line.stage}, {line.status})", partial(app.run_action, f"open_job({job_id})"),
                       help="its detail: curves, resources, log")
         matcher = self.matcher(query)
         for name, action, help_text in _commands(app):

@@ -55,8 +55,9 @@ class HelpScreen(ModalScreen[None]):
     def __init__(self, of: Screen) -> None:
         super().__init__()
         self.of = of
+        self.table = key_table(of)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Static(f"[b]Keys of {type(self.of).__name__.removesuffix('Screen')}[/b]  (Ctrl+P: every command by name)")
-            yield Static(key_table(self.of))
+            yield Static(self.table)
