@@ -45,6 +45,8 @@ class DetailData:
     #: ``{"attempts": [JobRow], "after": [JobRow], "dependants": [JobRow], "used_by": [(JobRow, why)]}``.
     lineage: dict[str, list[Any]] = field(default_factory=dict)
     full: bool = False
+    #: Memory of the largest visible GPU (NVML), for the resource plot; None without a GPU.
+    device_total: int | None = None
 
 
 class DetailLoaded(Message):

@@ -152,7 +152,7 @@ class Poller:
         """Latest ``proc_gpu_mem_bytes`` per job of ``ids``."""
         conn = self.manager.store.conn
         if len(ids) > 900:  # SQLite's limit on variables; one pass over the samples instead
-            inner, args = f"SELECT MAX(id) FROM resource_samples WHERE job_id BETWEEN ? AND ? GROUP BY job_id", (min(ids), max(ids))
+            inner, args = "SELECT MAX(id) FROM resource_samples WHERE job_id BETWEEN ? AND ? GROUP BY job_id", (min(ids), max(ids))
         else:
             marks = ", ".join("?" for _ in ids)
             inner, args = f"SELECT MAX(id) FROM resource_samples WHERE job_id IN ({marks}) GROUP BY job_id", tuple(ids)

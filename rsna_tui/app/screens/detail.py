@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from textual.worker import get_current_worker
 
 from rsna_tui.app.actions import JobActions
+from rsna_tui.app.gpu_sample import sample_machine
 from rsna_tui.app.messages import DetailData, DetailLoaded
 from rsna_tui.app.poll import DetailReader
 from rsna_tui.app.widgets.curves import CurvePanel
@@ -26,6 +27,7 @@ from rsna_tui.jobs.events import LOG
 from rsna_tui.jobs.stage_table import all_stages
 from rsna_tui.jobs.store import JobRow
 
+TAB_KEYS = Binding.Group("tabs", compact=True)
 TABS = ("curves", "resources", "log", "params", "lineage", "artefacts")
 READ_INTERVAL_S = 1.0
 #: Once the job ended and nothing new came, look this rarely (a retry may still appear in lineage).
@@ -54,11 +56,11 @@ class JobDetailScreen(JobActions, Screen):
     AUTO_FOCUS = "#metric-picker"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("left_square_bracket", "tab(-1)", "Prev tab"),
-        Binding("right_square_bracket", "tab(1)", "Next tab"),
+        Binding("left_square_bracket", "tab(-1)", "Previous tab", group=TAB_KEYS),
+        Binding("right_square_bracket", "tab(1)", "Next tab", group=TAB_KEYS),
         Binding("c", "cancel", "Cancel"),
         Binding("r", "retry", "Retry"),
-        Binding("R", "resume", "Resume"),
+        Binding("R", "resume", "Resume", show=False),
         Binding("o", "pager", "Pager"),
         Binding("Y", "copy_path", "Copy path", show=False),
     ]
@@ -107,6 +109,11 @@ class JobDetailScreen(JobActions, Screen):
         worker = get_current_worker()
         app = self.app
         reader = DetailReader(app.workspace, app.db_path, app.readonly, self.job_id)
+        sampler = app.gpu_sampler or sample_machine
+        try:
+            device_total = max((d.mem_total for d in sampler().devices), default=None)
+        except Exception:
+            device_total = None
         try:
             quiet = 0
             while not worker.is_cancelled:
@@ -115,6 +122,7 @@ class JobDetailScreen(JobActions, Screen):
                 except Exception as exc:
                     app.call_from_thread(app.notify, f"job {self.job_id}: {exc}", severity="error")
                     return
+                data.device_total = device_total
                 fresh = data.full or data.points or data.samples or data.log or data.lineage
                 if fresh:
                     self.post_message(DetailLoaded(data))
@@ -129,7 +137,10 @@ class JobDetailScreen(JobActions, Screen):
         self.job = data.job
         self.query_one("#detail-head", Static).update(describe(data.job, self.app.clock()))
         self.query_one(CurvePanel).add_points(data.points)
-        self.query_one(ResourcePanel).add_samples(data.samples)
+        resources = self.query_one(ResourcePanel)
+        if data.full and data.device_total:
+            resources.device_total = data.device_total
+        resources.add_samples(data.samples)
         self.query_one(LogTail).add_text(data.log)
         if data.full:
             self._params(data.job)

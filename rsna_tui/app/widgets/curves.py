@@ -44,7 +44,7 @@ class CurvePanel(Horizontal):
     BINDINGS = [
         Binding("e", "toggle('smooth')", "EMA"),
         Binding("y", "toggle('logy')", "Log-y"),
-        Binding("x", "toggle('hours')", "x: steps/hours"),
+        Binding("x", "toggle('hours')", "Hours"),
     ]
 
     def __init__(self, **kwargs: object) -> None:

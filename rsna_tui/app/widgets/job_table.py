@@ -115,7 +115,7 @@ class View:
 class JobTable(DataTable):
     """The jobs, newest first by default."""
 
-    BINDINGS = [Binding("space", "mark", "Mark", show=True)]
+    BINDINGS = [Binding("space", "mark", "Mark", show=False)]
 
     def __init__(self, clock: Callable[[], float], **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, cell_padding=1, **kwargs)  # type: ignore[arg-type]

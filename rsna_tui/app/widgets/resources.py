@@ -1,8 +1,8 @@
 """Resource history of a job's process tree: GPU memory and utilisation, CPU and RSS (plotext).
 
-Samples come from the job's runner (``resource`` events, see ``rsna_tui.jobs.monitor``). GPU memory
-is drawn against the device total when the app can read it (NVML); without GPU fields in the
-samples the panel says so and shows CPU and RAM only.
+Samples come from the job's runner (``resource`` events, see ``rsna_tui.jobs.monitor``). GPU
+memory is drawn against the device total (the axis runs up to it) when the app can read it
+(NVML); without GPU fields in the samples the panel says so and shows CPU and RAM only.
 """
 from __future__ import annotations
 
@@ -60,11 +60,12 @@ class ResourcePanel(Vertical):
             plt.clear_figure()
             plt.plot(xs, [(s.get("proc_gpu_mem_bytes") or 0) / GIB for s in samples], label="job GiB", marker="braille")
             plt.plot(xs, [(s.get("gpu_mem_bytes") or 0) / GIB for s in samples], label="device GiB", marker="braille")
-            if self.device_total:
-                plt.hline(self.device_total / GIB)
-                plt.ylim(0, self.device_total / GIB * 1.05)
             plt.plot(xs, [s.get("gpu_util") or 0 for s in samples], label="util %", yside="right", marker="braille")
-            plt.title("GPU memory (GiB) and utilisation (%)")
+            if self.device_total:  # the memory axis runs to the device's total: how close to full
+                plt.ylim(0, self.device_total / GIB, yside="left")
+                plt.title(f"GPU memory (GiB, axis up to the device's {self.device_total / GIB:.0f}) and utilisation (%)")
+            else:
+                plt.title("GPU memory (GiB) and utilisation (%)")
             gpu_plot.refresh()
         else:
             last = samples[-1]

@@ -1,7 +1,6 @@
 """Launch form: the CLI's checks and messages, nothing submitted on a bad value, and the preview is exact."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
