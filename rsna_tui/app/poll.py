@@ -209,17 +209,18 @@ class DetailReader:
             raise LookupError(f"no job {self.job_id} in {self.store.path}")
         data = DetailData(job=job, full=self._job is None)
         conn = self.store.conn
+        # ORDER BY the indexed columns: "ORDER BY id" would make SQLite walk the whole table by rowid
         for row in conn.execute(
-            "SELECT id, name, step, value, t FROM metrics WHERE job_id = ? AND id > ? ORDER BY id",
+            "SELECT id, name, step, value, t FROM metrics WHERE job_id = ? AND id > ? ORDER BY name, step, id",
             (self.job_id, self._metric_id),
         ):
-            self._metric_id = row[0]
+            self._metric_id = max(self._metric_id, row[0])
             data.points.setdefault(row[1], []).append((row[2], row[3], row[4]))
         for row in conn.execute(
             "SELECT id, t, cpu_percent, rss_bytes, gpu_mem_bytes, gpu_util, proc_gpu_mem_bytes FROM resource_samples "
-            "WHERE job_id = ? AND id > ? ORDER BY id", (self.job_id, self._sample_id),
+            "WHERE job_id = ? AND id > ? ORDER BY t, id", (self.job_id, self._sample_id),
         ):
-            self._sample_id = row[0]
+            self._sample_id = max(self._sample_id, row[0])
             data.samples.append(dict(row))
         data.log = self._read_log(self.workspace.job_dir(self.job_id) / LOG)
         if job != self._job:

@@ -29,6 +29,11 @@ from rsna_tui.jobs.store import JobRow
 
 TAB_KEYS = Binding.Group("tabs", compact=True)
 TABS = ("curves", "resources", "log", "params", "lineage", "artefacts")
+TABLE_COLUMNS = {
+    "params": ("parameter", "value", "type", "help"),
+    "lineage": ("relation", "job", "stage", "status", "try", "note"),
+    "artefacts": ("name", "path"),
+}
 READ_INTERVAL_S = 1.0
 #: Once the job ended and nothing new came, look this rarely (a retry may still appear in lineage).
 IDLE_INTERVAL_S = 5.0
@@ -52,8 +57,16 @@ def describe(job: JobRow, now: float) -> str:
     return head + ("\n" + note.splitlines()[0][:300] if note else "")
 
 
+def _device_total(sampler: Any) -> int | None:
+    """Memory of the largest visible GPU, for the resource plot's axis; None without one."""
+    try:
+        return max((d.mem_total for d in sampler().devices), default=None)
+    except Exception:
+        return None
+
+
 class JobDetailScreen(JobActions, Screen):
-    AUTO_FOCUS = "#metric-picker"
+    AUTO_FOCUS = ""
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("left_square_bracket", "tab(-1)", "Previous tab", group=TAB_KEYS),
@@ -72,30 +85,58 @@ class JobDetailScreen(JobActions, Screen):
         self.job: JobRow | None = None
         self.loads = 0
         self._stop = threading.Event()
+        #: Everything read so far, kept so that a tab's panel can be filled when first shown.
+        self.points: dict[str, list[tuple[float | None, float, float]]] = {}
+        self.samples: list[dict[str, Any]] = []
+        self.log_text: list[str] = []
+        self.artefacts: dict[str, str] = {}
+        self.lineage: dict[str, list[Any]] = {}
+        self.device_total: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(f"job {self.job_id}: loading", id="detail-head")
         with TabbedContent(initial=self.first_tab, id="detail-tabs"):
-            with TabPane("Curves", id="curves"):
-                yield CurvePanel(id="curves-body")
-            with TabPane("Resources", id="resources"):
-                yield ResourcePanel(id="resources-body")
-            with TabPane("Log", id="log"):
-                yield LogTail(id="log-body")
-            with TabPane("Params", id="params"):
-                yield DataTable(id="params-table", cursor_type="row")
-            with TabPane("Lineage", id="lineage"):
-                yield DataTable(id="lineage-table", cursor_type="row")
-            with TabPane("Artefacts", id="artefacts"):
-                yield DataTable(id="artefacts-table", cursor_type="row")
+            for tab in TABS:  # empty until first shown: mounting all six panels costs more than reading
+                yield TabPane(tab.capitalize(), id=tab)
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        self.query_one("#params-table", DataTable).add_columns("parameter", "value", "type", "help")
-        self.query_one("#lineage-table", DataTable).add_columns("relation", "job", "stage", "status", "try", "note")
-        self.query_one("#artefacts-table", DataTable).add_columns("name", "path")
+    async def on_mount(self) -> None:
+        await self._show(self.first_tab)
         self.read()
+
+    async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        await self._show(str(event.pane.id))
+
+    def panel(self, tab: str) -> Any:
+        """The panel of a tab, or None while that tab was never shown."""
+        found = self.query(f"#{tab}-body")
+        return found.first() if found else None
+
+    async def _show(self, tab: str) -> None:
+        """Mount the tab's panel on first view and give it everything read so far."""
+        if self.panel(tab) is not None:
+            return
+        widget: Any
+        if tab == "curves":
+            widget = CurvePanel(id="curves-body")
+        elif tab == "resources":
+            widget = ResourcePanel(self.device_total, id="resources-body")
+        elif tab == "log":
+            widget = LogTail(id="log-body")
+        else:
+            widget = DataTable(id=f"{tab}-body", cursor_type="row")
+        await self.query_one(f"TabPane#{tab}", TabPane).mount(widget)
+        if tab == "curves":
+            widget.add_points(self.points)
+            widget.picker.focus()  # its keys (e, y, x, space) work at once
+        elif tab == "resources":
+            widget.add_samples(self.samples)
+        elif tab == "log":
+            widget.add_text("".join(self.log_text))
+        else:
+            widget.add_columns(*TABLE_COLUMNS[tab])
+            self._fill_table(tab)
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -109,11 +150,6 @@ class JobDetailScreen(JobActions, Screen):
         worker = get_current_worker()
         app = self.app
         reader = DetailReader(app.workspace, app.db_path, app.readonly, self.job_id)
-        sampler = app.gpu_sampler or sample_machine
-        try:
-            device_total = max((d.mem_total for d in sampler().devices), default=None)
-        except Exception:
-            device_total = None
         try:
             quiet = 0
             while not worker.is_cancelled:
@@ -122,11 +158,17 @@ class JobDetailScreen(JobActions, Screen):
                 except Exception as exc:
                     app.call_from_thread(app.notify, f"job {self.job_id}: {exc}", severity="error")
                     return
-                data.device_total = device_total
-                fresh = data.full or data.points or data.samples or data.log or data.lineage
-                if fresh:
+                if data.full:  # the plot's device total after the first read: NVML's start is slow
                     self.post_message(DetailLoaded(data))
-                quiet = 0 if fresh or not data.job.terminal else quiet + 1
+                    device_total = _device_total(app.gpu_sampler or sample_machine)
+                    if device_total:
+                        self.post_message(DetailLoaded(DetailData(job=data.job, device_total=device_total)))
+                    quiet = 0
+                else:
+                    fresh = data.points or data.samples or data.log or data.lineage
+                    if fresh:
+                        self.post_message(DetailLoaded(data))
+                    quiet = 0 if fresh or not data.job.terminal else quiet + 1
                 if self._stop.wait(IDLE_INTERVAL_S if quiet > 2 else READ_INTERVAL_S):
                     return
         finally:
@@ -136,41 +178,54 @@ class JobDetailScreen(JobActions, Screen):
         data: DetailData = message.data
         self.job = data.job
         self.query_one("#detail-head", Static).update(describe(data.job, self.app.clock()))
-        self.query_one(CurvePanel).add_points(data.points)
-        resources = self.query_one(ResourcePanel)
-        if data.full and data.device_total:
-            resources.device_total = data.device_total
-        resources.add_samples(data.samples)
-        self.query_one(LogTail).add_text(data.log)
-        if data.full:
-            self._params(data.job)
+        for name, values in data.points.items():
+            self.points.setdefault(name, []).extend(values)
+        self.samples.extend(data.samples)
+        if data.log:
+            self.log_text.append(data.log)
+        if data.device_total and not self.device_total:
+            self.device_total = data.device_total
+        if (curves := self.panel("curves")) is not None:
+            curves.add_points(data.points)
+        if (resources := self.panel("resources")) is not None:
+            if self.device_total and not resources.device_total:
+                resources.device_total = self.device_total
+                resources.redraw()
+            resources.add_samples(data.samples)
+        if (log := self.panel("log")) is not None:
+            log.add_text(data.log)
         if data.lineage:
-            self._lineage(data.lineage)
-            table = self.query_one("#artefacts-table", DataTable)
-            table.clear()
-            for name, path in data.artefacts.items():
-                table.add_row(name, path, key=name)
+            self.lineage, self.artefacts = data.lineage, data.artefacts
+            for tab in ("params", "lineage", "artefacts"):
+                self._fill_table(tab)
         self.loads += 1
 
-    def _params(self, job: JobRow) -> None:
-        table = self.query_one("#params-table", DataTable)
-        stage = all_stages().get(job.stage)
-        info = {p.name: p for p in stage.params} if stage else {}
-        for name, value in sorted(job.params.items()):
-            param = info.get(name)
-            table.add_row(name, json.dumps(value), param.kind if param else "", param.help if param else "", key=name)
-
-    def _lineage(self, lineage: dict[str, list[Any]]) -> None:
-        table = self.query_one("#lineage-table", DataTable)
+    def _fill_table(self, tab: str) -> None:
+        table = self.panel(tab)
+        if table is None or self.job is None:
+            return
         table.clear()
+        for key, row in self._rows(tab, self.job):
+            table.add_row(*row, key=key)
+
+    def _rows(self, tab: str, job: JobRow) -> list[tuple[str, tuple[str, ...]]]:
+        if tab == "params":
+            stage = all_stages().get(job.stage)
+            info = {p.name: p for p in stage.params} if stage else {}
+            return [
+                (name, (name, json.dumps(value), info[name].kind if name in info else "", info[name].help if name in info else ""))
+                for name, value in sorted(job.params.items())
+            ]
+        if tab == "artefacts":
+            return [(name, (name, path)) for name, path in self.artefacts.items()]
         rows: list[tuple[str, JobRow, str]] = []
-        for job in lineage.get("attempts", []):
-            rows.append(("this attempt" if job.id == self.job_id else "attempt", job, "resume" if job.resume else ""))
-        rows += [("runs after", job, "--after") for job in lineage.get("after", [])]
-        rows += [("waited for by", job, "--after") for job in lineage.get("dependants", [])]
-        rows += [("used by", job, f"params: {why}") for job, why in lineage.get("used_by", [])]
-        for relation, job, note in rows:
-            table.add_row(relation, str(job.id), job.stage, job.status, str(job.attempt), note)
+        for other in self.lineage.get("attempts", []):
+            rows.append(("this attempt" if other.id == self.job_id else "attempt", other, "resume" if other.resume else ""))
+        rows += [("runs after", other, "--after") for other in self.lineage.get("after", [])]
+        rows += [("waited for by", other, "--after") for other in self.lineage.get("dependants", [])]
+        rows += [("used by", other, f"params: {why}") for other, why in self.lineage.get("used_by", [])]
+        return [(f"{relation}-{other.id}", (relation, str(other.id), other.stage, other.status, str(other.attempt), note))
+                for relation, other, note in rows]
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -191,9 +246,11 @@ class JobDetailScreen(JobActions, Screen):
 
     def action_copy_path(self) -> None:
         """The artefact under the cursor (or the job folder) to the clipboard, via OSC 52."""
-        table = self.query_one("#artefacts-table", DataTable)
+        table = self.panel("artefacts")
         path = str(self.app.workspace.job_dir(self.job_id))
-        if table.row_count:
+        if table is not None and table.row_count:
             path = str(table.get_row_at(table.cursor_row)[1])
+        elif self.artefacts:
+            path = next(iter(self.artefacts.values()))
         self.app.copy_to_clipboard(path)
         self.app.notify(f"copied {path}")

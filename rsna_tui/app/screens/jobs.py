@@ -75,9 +75,10 @@ class JobsScreen(JobActions, Screen):
         view = self.table.view
         quick = [name for name, group in QUICK_STATUSES if group == view.statuses]
         table = self.table
-        parts = [f"{table.row_count} of {len(self.app.jobs)} jobs"]
-        if table.matching > table.row_count:
-            parts.append(f"{table.matching} match, the first {table.row_count} shown")
+        if view.statuses or view.stage or view.text:
+            parts = [f"{table.row_count} of {table.matching} matching, {len(self.app.jobs)} jobs"]
+        else:
+            parts = [f"{table.row_count} of {len(self.app.jobs)} jobs"]
         if view.statuses:
             parts.append(f"status {quick[0] if quick else ','.join(view.statuses)}")
         if view.stage:

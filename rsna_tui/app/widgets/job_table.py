@@ -166,6 +166,8 @@ class JobTable(DataTable):
         order = SORTS[self.view.sort]
         last = self.lines.get(next(reversed(self._shown))) if self._shown else None
         for line in lines:
+            before_line = self.lines.get(line.id)
+            self.matching += self.view.accepts(line) - (before_line is not None and self.view.accepts(before_line))
             self.lines[line.id] = line
             if line.id in self._shown:
                 if self.view.accepts(line):

@@ -31,10 +31,16 @@ async def test_curves_show_the_points_of_a_finished_job(manager, make_app) -> No
         assert smoothed[0] == pytest.approx(1.0) and smoothed[-1] > 1.0 / 6
         await pilot.press("e", "y")  # log-y keeps the positive values
         assert curves.plotted["train_loss"][1] == [v for _, v in manager.store.metric_series(job.id, "train_loss")]
-        log = screen.query_one(LogTail)
+        await pilot.press("right_square_bracket", "right_square_bracket")  # tabs mount when first shown
+        log = await until(pilot, lambda: screen.panel("log"), what="the log tab")
+        assert isinstance(log, LogTail)
         await until(pilot, lambda: any("epoch 5: train_loss" in line for line in log.lines), what="the log lines")
-        assert "checkpoint" in {str(k.value) for k in screen.query_one("#artefacts-table").rows}
-        assert screen.query_one("#params-table").get_cell("epochs", screen.query_one("#params-table").ordered_columns[1].key) == "6"
+        await pilot.press("right_square_bracket")
+        params = await until(pilot, lambda: screen.panel("params"), what="the params tab")
+        assert params.get_row("epochs")[:3] == ["epochs", "6", "int"]
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        artefacts = await until(pilot, lambda: screen.panel("artefacts"), what="the artefacts tab")
+        assert [str(k.value) for k in artefacts.rows] == ["checkpoint"]
 
 
 async def test_curves_and_resources_follow_a_running_job(manager, make_app) -> None:
@@ -46,7 +52,9 @@ async def test_curves_and_resources_follow_a_running_job(manager, make_app) -> N
         curves = screen.query_one(CurvePanel)
         first = await until(pilot, lambda: len(curves.series.get("train_loss", [])), what="first points")
         await until(pilot, lambda: len(curves.series["train_loss"]) > first + 3, what="more points while it runs")
-        resources = screen.query_one(ResourcePanel)
+        await pilot.press("right_square_bracket")
+        resources = await until(pilot, lambda: screen.panel("resources"), what="the resources tab")
+        assert isinstance(resources, ResourcePanel)
         await until(pilot, lambda: resources.samples, what="resource samples")
         assert all(s["rss_bytes"] > 0 for s in resources.samples)
         await until(pilot, lambda: screen.job and screen.job.status == "succeeded", timeout=60)
@@ -61,7 +69,8 @@ async def test_lineage_lists_attempts_and_dependants(manager, make_app) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await app.run_action(f"open_job({second.id})")
         screen = await until(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.loads and app.screen)
-        table = screen.query_one("#lineage-table")
+        await pilot.press(*["right_square_bracket"] * 4)
+        table = await until(pilot, lambda: screen.panel("lineage") and screen.panel("lineage").row_count and screen.panel("lineage"))
         rows = [tuple(str(c) for c in table.get_row_at(i)[:2]) for i in range(table.row_count)]
         assert ("attempt", str(first.id)) in rows and ("this attempt", str(second.id)) in rows
         assert ("waited for by", str(after.id)) in rows

@@ -72,6 +72,7 @@ async def test_many_jobs_paint_the_newest_first_and_filter_reaches_all(workspace
         assert f"{WINDOW} of {FIRST_ROWS + 101} jobs" in str(app.screen.query_one("#jobs-status").render())
         app.screen.set_quick_filter("", "roi")
         assert table.shown_ids == [1]
+        assert f"1 of 1 matching, {FIRST_ROWS + 101} jobs" in str(app.screen.query_one("#jobs-status").render())
         await pilot.press("slash", *"d17")
         app.screen.set_quick_filter("", "")
         assert set(table.shown_ids) == {i + 1 for i in range(FIRST_ROWS + 100) if "d17" in f"d{i}"}
