@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import psutil
 
+from rsna_tui.app.messages import Notice
 from rsna_tui.app.poll import open_store
 from rsna_tui.app.widgets.confirm import Confirm
 from rsna_tui.jobs.manager import JobManager
@@ -113,11 +114,11 @@ class JobActions:
             try:
                 lines = work(manager)
             except Exception as exc:  # the CLI's message (ParameterError, JobError, ...)
-                app.call_from_thread(app.notify, f"{title}: {exc}", severity="error", timeout=8)
+                app.post_message(Notice(f"{title}: {exc}", "error", timeout=8))
                 return
             finally:
                 manager.close()
-            app.call_from_thread(app.notify, "\n".join(lines), title=title)
+            app.post_message(Notice("\n".join(lines), title=title))
             app.refresh_now()
 
         app.run_worker(body, thread=True, exit_on_error=False, group="actions", name=title)

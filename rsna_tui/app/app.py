@@ -26,7 +26,7 @@ from textual.signal import Signal
 from textual.worker import get_current_worker
 
 from rsna_tui.app.commands import RsnaCommands
-from rsna_tui.app.messages import JobsChanged, PollFailed
+from rsna_tui.app.messages import JobsChanged, Notice, PollFailed
 from rsna_tui.app.poll import POLL_INTERVAL_S, JobLine, Poller, timed_poll
 from rsna_tui.jobs.manager import DEFAULT_GRACE_S
 from rsna_tui.workspace import Workspace
@@ -107,6 +107,7 @@ class RsnaApp(App[None]):
         self.loaded = threading.Event()
         self.poll_seconds = 0.0
         self._wake = threading.Event()
+        self._stopping = threading.Event()
         self.sub_title = f"{self.db_path}" + (" (read-only)" if readonly else "")
 
     # -- start and stop --------------------------------------------------------------------------
@@ -115,11 +116,25 @@ class RsnaApp(App[None]):
         try:
             import asyncio
 
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)  # the terminal went away
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (tests) or no signals here
         self.switch_mode("jobs")
         self.poll()
+
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        """Quit: the worker loops end with the app (a thread still looping would keep the process)."""
+        self._stopping.set()
+        self._wake.set()
+        super().exit(*args, **kwargs)
+
+    def keeps_running(self) -> bool:
+        """For worker loops: False once the app quits or the interpreter shuts down."""
+        return not self._stopping.is_set() and threading.main_thread().is_alive()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep in a worker until ``seconds`` pass; True when the app quits meanwhile."""
+        return self._stopping.wait(seconds) or not threading.main_thread().is_alive()
 
     def refresh_now(self) -> None:
         """Wake the poll worker at once (after an action that changed jobs)."""
@@ -131,7 +146,7 @@ class RsnaApp(App[None]):
         worker = get_current_worker()
         poller = Poller(self.workspace, self.db_path, self.readonly)
         try:
-            while not worker.is_cancelled:
+            while not worker.is_cancelled and self.keeps_running():
                 try:
                     changed, ended, full, seconds = timed_poll(poller)
                 except Exception as exc:  # a locked, missing or broken database: say so, try again
@@ -151,7 +166,7 @@ class RsnaApp(App[None]):
                 waiting = 0
             poller.close()
             if waiting:
-                print(f"{waiting} queued job(s) handed to the background scheduler")
+                self.log(f"{waiting} queued job(s) handed to the background scheduler")
 
     def on_jobs_changed(self, message: JobsChanged) -> None:
         for line in message.rows:
@@ -164,6 +179,9 @@ class RsnaApp(App[None]):
             self.notify(f"job {line.id} ({line.stage}) {line.status}{detail}", severity=severity)  # type: ignore[arg-type]
             if self.bell_enabled:
                 self.bell()
+
+    def on_notice(self, message: Notice) -> None:
+        self.notify(message.text, title=message.title, severity=message.severity, timeout=message.timeout)  # type: ignore[arg-type]
 
     def on_poll_failed(self, message: PollFailed) -> None:
         self.notify(f"refresh failed: {message.error}", severity="error", timeout=4)

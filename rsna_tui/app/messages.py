@@ -22,6 +22,14 @@ class JobsChanged(Message):
         self.seconds = seconds
 
 
+class Notice(Message):
+    """A toast from a worker thread (posting never blocks, unlike ``call_from_thread``)."""
+
+    def __init__(self, text: str, severity: str = "information", timeout: float | None = None, title: str = "") -> None:
+        super().__init__()
+        self.text, self.severity, self.timeout, self.title = text, severity, timeout, title
+
+
 class PollFailed(Message):
     """One poll cycle raised; the app says so and keeps polling."""
 

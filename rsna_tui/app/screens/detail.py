@@ -17,7 +17,7 @@ from textual.worker import get_current_worker
 
 from rsna_tui.app.actions import JobActions
 from rsna_tui.app.gpu_sample import sample_machine
-from rsna_tui.app.messages import DetailData, DetailLoaded
+from rsna_tui.app.messages import DetailData, DetailLoaded, Notice
 from rsna_tui.app.poll import DetailReader
 from rsna_tui.app.widgets.curves import CurvePanel
 from rsna_tui.app.widgets.job_table import STATUS_STYLE, clock_text
@@ -152,11 +152,11 @@ class JobDetailScreen(JobActions, Screen):
         reader = DetailReader(app.workspace, app.db_path, app.readonly, self.job_id)
         try:
             quiet = 0
-            while not worker.is_cancelled:
+            while not worker.is_cancelled and app.keeps_running():
                 try:
                     data = reader.read()
                 except Exception as exc:
-                    app.call_from_thread(app.notify, f"job {self.job_id}: {exc}", severity="error")
+                    app.post_message(Notice(f"job {self.job_id}: {exc}", "error"))
                     return
                 if data.full:  # the plot's device total after the first read: NVML's start is slow
                     self.post_message(DetailLoaded(data))
@@ -169,7 +169,7 @@ class JobDetailScreen(JobActions, Screen):
                     if fresh:
                         self.post_message(DetailLoaded(data))
                     quiet = 0 if fresh or not data.job.terminal else quiet + 1
-                if self._stop.wait(IDLE_INTERVAL_S if quiet > 2 else READ_INTERVAL_S):
+                if self._stop.wait(IDLE_INTERVAL_S if quiet > 2 else READ_INTERVAL_S) or app.wait(0):
                     return
         finally:
             reader.close()

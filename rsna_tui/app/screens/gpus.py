@@ -9,7 +9,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from rsna_tui.app.gpu_sample import MachineSample, attribute, sample_machine
-from rsna_tui.app.messages import GpusSampled
+from rsna_tui.app.messages import GpusSampled, Notice
 
 SAMPLE_INTERVAL_S = 2.0
 GIB = 2**30
@@ -37,7 +37,7 @@ class GpusScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="gpus")
     def sample(self) -> None:
         given = self.app.gpu_sampler  # tests: a fixed sample, already attributed
-        while True:
+        while self.app.keeps_running():
             try:
                 if given is not None:
                     sample = given()
@@ -47,7 +47,7 @@ class GpusScreen(Screen):
                     sample = attribute(sample_machine(), groups)
                 self.post_message(GpusSampled(sample))
             except Exception as exc:
-                self.app.call_from_thread(self.app.notify, f"GPU sample failed: {exc}", severity="error")
+                self.app.post_message(Notice(f"GPU sample failed: {exc}", "error"))
             if self._stop.wait(SAMPLE_INTERVAL_S):
                 return
 

@@ -17,7 +17,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from rsna_tui.app.messages import JobsChanged
+from rsna_tui.app.messages import JobsChanged, Notice
 from rsna_tui.app.poll import open_store
 from rsna_tui.app.widgets.confirm import Confirm
 from rsna_tui.app.widgets.job_table import STATUS_STYLE
@@ -158,9 +158,9 @@ class PipelineScreen(Screen):
         try:
             done = api.submit_plan(manager, api.plan(manager, stage, self.profile, self._overrides(stage)))
             ids = [str(s.job_id) for s in done.steps if s.action == "run"]
-            app.call_from_thread(app.notify, f"submitted up to {stage}: jobs {', '.join(ids)}")
+            app.post_message(Notice(f"submitted up to {stage}: jobs {', '.join(ids)}"))
         except Exception as exc:
-            app.call_from_thread(app.notify, f"run up to {stage}: {exc}", severity="error", timeout=8)
+            app.post_message(Notice(f"run up to {stage}: {exc}", "error", timeout=8))
         finally:
             manager.close()
         app.refresh_now()
