@@ -32,6 +32,8 @@ from rsna_tui.jobs.manager import DEFAULT_GRACE_S
 from rsna_tui.workspace import Workspace
 
 BELL_VAR = "RSNA_TUI_BELL"
+#: After a hang-up, how long the poll worker may take to hand queued jobs on before the process ends.
+HANGUP_GRACE_S = 5.0
 READONLY_REASON = "read-only: --db opens {db} read-only; open a workspace (--workspace) to launch or change jobs"
 
 
@@ -108,6 +110,8 @@ class RsnaApp(App[None]):
         self.poll_seconds = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        #: Set when the poll worker has finished (queued jobs handed on).
+        self._left = threading.Event()
         self.sub_title = f"{self.db_path}" + (" (read-only)" if readonly else "")
 
     # -- start and stop --------------------------------------------------------------------------
@@ -116,11 +120,25 @@ class RsnaApp(App[None]):
         try:
             import asyncio
 
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)  # the terminal went away
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.hang_up)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread (tests) or no signals here
         self.switch_mode("jobs")
         self.poll()
+
+    def hang_up(self) -> None:
+        """The terminal went away (SSH drop, tmux killed): stop, whatever the terminal does.
+
+        Restoring a terminal that is gone can block Textual's output thread for ever, so once the
+        poll worker has handed queued jobs to the scheduler the process ends without it. Jobs are
+        sessions of their own: they keep running.
+        """
+        def end_soon() -> None:
+            self._left.wait(HANGUP_GRACE_S)
+            os._exit(0)
+
+        threading.Thread(target=end_soon, name="hang-up", daemon=True).start()
+        self.exit()
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
         """Quit: the worker loops end with the app (a thread still looping would keep the process)."""
@@ -165,6 +183,7 @@ class RsnaApp(App[None]):
             except Exception:
                 waiting = 0
             poller.close()
+            self._left.set()
             if waiting:
                 self.log(f"{waiting} queued job(s) handed to the background scheduler")
 
