@@ -1,9 +1,10 @@
 """Launch: pick a stage and a profile, fill the form, pick jobs to run after, see the command, submit.
 
-The form and its checks come from the stage table; submitting goes through
-``JobManager.submit(stage, profile, ["key=value", ...], after)``, the call behind
-``rsna-tui run``, after ``Stage.resolve`` raised nothing: a bad value shows the CLI's own message
-(on its field and below the form) and nothing is submitted. The preview is that command line.
+The form and its checks come from the stage table; submitting goes through the planner exactly
+as ``rsna-tui run`` does (``submit_plan(plan(manager, stage, profile, ["key=value", ...]), after)``:
+missing upstream jobs are submitted, an equal finished job is reused), after ``Stage.resolve``
+raised nothing: a bad value shows the CLI's own message (on its field and below the form) and
+nothing is submitted. The preview is that command line.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from rsna_tui.app.messages import JobsChanged
 from rsna_tui.app.poll import open_store
 from rsna_tui.app.widgets.param_form import ParamForm
 from rsna_tui.jobs.manager import JobManager
+from rsna_tui.jobs.planner import plan, submit_plan
 from rsna_tui.jobs.stage_table import all_stages, find_stage
 
 #: How many recent jobs the "run after" list offers beside the active ones.
@@ -207,8 +209,9 @@ class LaunchScreen(Screen):
 
         def body() -> None:
             manager = JobManager(app.workspace, open_store(app.workspace, app.db_path, app.readonly))
-            try:
-                job = manager.submit(stage, profile, overrides, after)
+            try:  # what `rsna-tui run` does: plan the missing upstream jobs, reuse equal ones, submit
+                done = submit_plan(manager, plan(manager, stage, profile, overrides), after)
+                job = manager.job(done.target_step.job_id)
             except Exception as exc:
                 app.call_from_thread(self.show_error, f"error: {exc}\nnothing was submitted")
                 return

@@ -110,9 +110,9 @@ class PipelineScreen(Screen):
         if event.row_key.value and planner_api():
             self.make_plan(str(event.row_key.value))
 
-    def _overrides(self, stage: str) -> dict[str, Any]:
-        takes = any(p.name == "dataset" for p in all_stages()[stage].params)
-        return {"dataset": self.dataset} if takes else {}
+    def _overrides(self, stage: str) -> list[str]:
+        """``dataset=NAME``: the planner gives it to every stage of the chain that takes one."""
+        return [f"dataset={self.dataset}"]
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
     def make_plan(self, stage: str) -> None:

@@ -38,7 +38,7 @@ async def test_register_a_folder_and_see_its_summary(make_app, workspace: Path, 
 
 async def test_run_up_to_here_submits_the_planned_jobs(manager, make_app) -> None:
     planner = pytest.importorskip("rsna_tui.jobs.planner")
-    expected = [s.stage for s in planner.plan(manager, "convert", "tiny", {"dataset": "demo"}).steps if s.action == "run"]
+    expected = [s.stage for s in planner.plan(manager, "convert", "tiny", ["dataset=demo"]).steps if s.action == "run"]
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("4")

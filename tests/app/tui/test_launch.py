@@ -1,6 +1,7 @@
 """Launch form: the CLI's checks and messages, nothing submitted on a bad value, and the preview is exact."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -68,14 +69,16 @@ async def test_the_preview_run_in_a_shell_gives_the_same_job(manager, make_app, 
         await pilot.press("ctrl+s")
         await until(pilot, lambda: len(app.jobs) == 2, what="the submitted job")
     env = dict(job_env, PATH=f"{Path(sys.executable).parent}{os.pathsep}{job_env['PATH']}")
-    result = subprocess.run(["bash", "-c", preview], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    # the planner behind `rsna-tui run` finds the app's job equal (same parameters, same --after):
+    # the preview's plan waits for it or reuses it instead of submitting a second one
+    result = subprocess.run(["bash", "-c", preview + " --dry-run --json"], env=env, cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    from_shell = manager.job(int(result.stdout.strip()))
-    from_app = manager.store.list_jobs(limit=2)[1]  # the newest but one
-    assert from_app.id != from_shell.id
-    assert (from_app.stage, from_app.profile, from_app.params, from_app.depends_on) == (
-        from_shell.stage, from_shell.profile, from_shell.params, from_shell.depends_on)
-    assert from_app.params == {"seconds": 0.3, "steps": 3, "fail": False} and from_app.depends_on == [first.id]
+    planned = json.loads(result.stdout)["steps"][-1]
+    from_app = manager.store.list_jobs(limit=1)[0]
+    assert planned["action"] in ("wait", "reuse") and planned["job_id"] == from_app.id
+    assert planned["params"] == from_app.params == {"seconds": 0.3, "steps": 3, "fail": False}
+    assert from_app.depends_on == [first.id] and from_app.stage == "test-sleep" and from_app.profile == "tiny"
 
 
 async def test_read_only_database_refuses_actions_and_says_why(tmp_path) -> None:
