@@ -114,13 +114,24 @@ class PipelineScreen(Screen):
         """``dataset=NAME``: the planner gives it to every stage of the chain that takes one."""
         return [f"dataset={self.dataset}"]
 
+    def _plan(self, api: Any, manager: JobManager, stage: str) -> Any:
+        """The plan on this screen's dataset; stages upstream of any dataset (demo-data) plan without."""
+        from engine.stages import ParameterError
+
+        try:
+            return api.plan(manager, stage, self.profile, self._overrides(stage))
+        except ParameterError as exc:
+            if "reads a dataset" not in str(exc):
+                raise
+            return api.plan(manager, stage, self.profile, [])
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan")
     def make_plan(self, stage: str) -> None:
         app = self.app
         api = planner_api()
         manager = JobManager(app.workspace, open_store(app.workspace, app.db_path, app.readonly))
         try:
-            result = api.plan(manager, stage, self.profile, self._overrides(stage))
+            result = self._plan(api, manager, stage)
             self.plans[stage] = result
             text = f"plan for {stage} ({self.profile}, dataset {self.dataset}):\n" + "\n".join(step_line(s) for s in result.steps)
         except Exception as exc:  # the planner's message (unknown dataset, bad parameter, ...)
@@ -156,7 +167,7 @@ class PipelineScreen(Screen):
         api = planner_api()
         manager = JobManager(app.workspace, open_store(app.workspace, app.db_path, app.readonly))
         try:
-            done = api.submit_plan(manager, api.plan(manager, stage, self.profile, self._overrides(stage)))
+            done = api.submit_plan(manager, self._plan(api, manager, stage))
             ids = [str(s.job_id) for s in done.steps if s.action == "run"]
             app.post_message(Notice(f"submitted up to {stage}: jobs {', '.join(ids)}"))
         except Exception as exc:
