@@ -12,7 +12,7 @@ DEMO_WORKSPACE ?= demo-workspace
 DEMO_PROFILE ?= tiny
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-demo example-db
+.PHONY: demo test install clean-demo example-db screenshots
 
 install: $(STAMP)
 
@@ -40,3 +40,7 @@ clean-demo:
 # predictions without training (rsna-tui --db jobs.db.example jobs). Run after `make demo`.
 example-db: $(STAMP)
 	$(PY) -c "from rsna_tui.jobs.store import Store; Store('$(DEMO_WORKSPACE)/jobs.db').snapshot('jobs.db.example')"
+
+# docs/jobs.svg and docs/job-detail.svg, the README's pictures of the app on jobs.db.example.
+screenshots: $(STAMP)
+	$(PY) docs/screenshots.py

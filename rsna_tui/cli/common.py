@@ -5,6 +5,7 @@ Output is Rich on a terminal, plain tab-separated text when piped, JSON with ``-
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -81,7 +82,10 @@ def root(
         help="Share the workspace with GROUP (folders 2770, files 0660; it stays shared). Default: private (0700 / 0600)",
     ),
 ) -> None:
-    """Train and run the two-stage aneurysm detector as background jobs of a workspace."""
+    """Train and run the two-stage aneurysm detector as background jobs of a workspace.
+
+    Without a command (on a terminal): open the app, a live control room for the jobs.
+    """
     if db is not None and workspace is None:
         workspace = db.resolve().parent
     ctx.obj = State(Workspace.choose(workspace), db.resolve() if db else None)
@@ -93,7 +97,13 @@ def root(
     ctx.obj.workspace.apply_umask()  # before anything is created: private unless shared
     _CURRENT["db"] = ctx.obj.db or ctx.obj.workspace.db_path
     if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())  # the TUI will open here (a later issue)
+        served = bool(os.environ.get("TEXTUAL_DRIVER"))  # textual-serve runs us on pipes
+        if not served and not (sys.stdin.isatty() and sys.stdout.isatty()):
+            typer.echo(ctx.get_help())  # no terminal to draw on (piped, cron): the commands instead
+            return
+        from rsna_tui.app.app import run_app  # Textual is imported only here
+
+        run_app(ctx.obj.workspace, ctx.obj.db)
 
 
 # -- output helpers ----------------------------------------------------------------------------------

@@ -49,6 +49,24 @@ def sleeper(params: dict[str, Any], ctx: StageContext) -> None:
         raise RuntimeError("asked to fail")
 
 
+def trainer(params: dict[str, Any], ctx: StageContext) -> None:
+    """Epochs of training-like metrics, a log line each, and a checkpoint artefact."""
+    epochs = params["epochs"]
+    checkpoint = ctx.job_dir / "checkpoint.txt"
+    ctx.reporter.log("resuming" if ctx.resume else "from scratch")
+    for epoch in range(epochs):
+        loss = 1.0 / (epoch + 1)
+        for name, value in (("train_loss", loss), ("val_loss", loss * 1.1), ("pseudo_dice", 1 - loss),
+                            ("ema_pseudo_dice", 1 - loss * 1.2), ("lr", 0.01 * (1 - epoch / epochs)),
+                            ("epoch_time", params["seconds"])):
+            ctx.reporter.metric(name, value, epoch)
+        ctx.reporter.progress(epoch + 1, epochs, f"epoch {epoch}")
+        ctx.reporter.log(f"epoch {epoch}: train_loss {loss:.4f}")
+        checkpoint.write_text(str(epoch + 1))
+        time.sleep(params["seconds"])
+    ctx.reporter.artefact("checkpoint", checkpoint)
+
+
 def spawner(params: dict[str, Any], ctx: StageContext) -> None:
     """Start child processes (one ignores SIGTERM, one has a child of its own), wait, then end as
     ``end`` says: ``return``, ``raise`` (an exception) or ``exit`` (``sys.exit(3)``)."""
@@ -161,6 +179,10 @@ STAGES: dict[str, Stage] = {
         "test-gpu-sleep", "Sleep while holding a GPU slot", f"{__name__}:sleeper",
         (_SECONDS, Param("steps", "int", "Steps"), Param("fail", "bool", "Fail at the end")),
         gpu=True, resumable=True, values={"seconds": 1.0, "steps": 2, "fail": False},
+    ),
+    "test-train": TestStage(
+        "test-train", "Report training metrics per epoch", f"{__name__}:trainer",
+        (Param("epochs", "int", "Epochs"), _SECONDS), resumable=True, values={"epochs": 5, "seconds": 0.05},
     ),
     "test-spawn": TestStage(
         "test-spawn", "Spawn children and wait", f"{__name__}:spawner",

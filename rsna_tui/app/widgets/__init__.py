@@ -1,0 +1,1 @@
+"""Widgets: each shows one thing and knows nothing of the store."""
