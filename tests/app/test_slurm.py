@@ -251,3 +251,17 @@ def test_an_unknown_backend_is_refused_with_the_valid_ones(cli: Callable) -> Non
     result = cli("run", "--stage", "test-sleep", "--backend", "pbs", check=False)
     assert result.returncode == 2 and "unknown backend 'pbs'; backends: local, slurm" in result.stderr
     assert cli("jobs", "--json").stdout.strip() == "[]"
+
+
+def test_the_planner_submits_the_whole_plan_to_slurm_at_once(cli: Callable, mgr: JobManager, ws: Path) -> None:
+    target = json.loads(cli("run", "--stage", "test-top", "--set", "test-make.seconds=1.5", "--backend", "slurm",
+                            "--json").stdout)
+    jobs = {j.stage: j for j in mgr.store.list_jobs()}
+    assert sorted(jobs) == ["test-make", "test-top", "test-use"] and target["id"] == jobs["test-top"].id
+    assert all(j.backend == "slurm" and j.native_id for j in jobs.values()), "every step handed to Slurm at once"
+    top = subprocess.run(["scontrol", "show", "job", str(jobs["test-top"].native_id)], capture_output=True,
+                         text=True).stdout
+    assert f"Dependency=afterok:{jobs['test-use'].native_id}" in top
+    done = [wait_for(mgr, jobs[s].id, lambda r: r.terminal, timeout=90) for s in ("test-make", "test-use", "test-top")]
+    assert [j.status for j in done] == ["succeeded"] * 3
+    assert done[0].finished_at <= done[1].started_at and done[1].finished_at <= done[2].started_at
