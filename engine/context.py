@@ -86,6 +86,9 @@ class StageContext:
     job_id: str = "local"
     #: The stage table row this job runs (several stages share one function, e.g. train3d / finetune1).
     stage: str = ""
+    #: Which share of a sharded stage this job runs (0 .. shards-1); None: the whole stage, which
+    #: for a stage run with ``shards`` > 1 is the final step that merges the shards' results.
+    shard: int | None = None
 
     @classmethod
     def for_folder(cls, root: Path | str, reporter: Reporter | None = None, job_id: str = "local") -> "StageContext":

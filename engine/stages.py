@@ -129,6 +129,8 @@ class Stage:
     resumable: bool = False
     #: What the stage consumes (see :class:`Input`).
     inputs: tuple[Input, ...] = ()
+    #: Whether its ``shards`` parameter splits it into shard jobs (``ctx.shard``) and a final step.
+    shardable: bool = False
 
     def input_params(self) -> set[str]:
         """Parameters filled with an upstream job's artefact path."""
@@ -252,8 +254,10 @@ STAGES: dict[str, Stage] = {
                 P("workers", "int", "Parallel worker processes (0 = number of cores)"),
                 P("seed", "int", "Seed of the per-series localizer box size draw"),
                 _GAP_FACTOR,
+                P("shards", "int", "Split the series over this many jobs (a Slurm array), then merge their tables"),
             ),
             inputs=(_DEMO,),
+            shardable=True,
         ),
         Stage(
             "stage1-data",

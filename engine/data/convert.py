@@ -36,7 +36,7 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -48,10 +48,12 @@ import numpy as np
 import pandas as pd
 
 from engine.context import StageContext
+from engine.data.convert_shards import merge, share, write_shard
+from engine.data.convert_tables import report, write_tables
 from engine.data.dicom_series import SeriesError, SeriesVolume, load_series
 from engine.data.geometry import axis_codes, resample_nearest
 from engine.data.kaggle import KaggleDataset, Localizer
-from engine.data.localizers import VOXEL_COLUMNS, VoxelPoint, box_edges, box_mask, locate, series_rng
+from engine.data.localizers import VoxelPoint, box_edges, box_mask, locate, series_rng
 from engine.data.slice_gaps import DEFAULT_FACTOR, SliceGaps
 from engine.labels import N_VESSELS
 
@@ -315,26 +317,6 @@ def _remove_orphans(out: Path, uids: Iterable[str]) -> int:
     return len(orphans)
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[str]:
-    """Log lines: counts per status and fallback, then the first failure reasons."""
-    counts = Counter(r["status"] for r in rows)
-    lines = [f"{len(rows)} series: " + ", ".join(f"{s} {counts.get(s, 0)}" for s in STATUSES)]
-    fallbacks = Counter(f.split(":")[0] for r in rows for f in str(r["fallback"]).split("+") if f)
-    if fallbacks:
-        lines.append("fallbacks: " + ", ".join(f"{name} {n}" for name, n in sorted(fallbacks.items())))
-    failed = [r for r in rows if r["status"] == FAILED]
-    lines += [f"failed {r['SeriesInstanceUID']}: {r['reason']}" for r in failed[:5]]
-    if len(failed) > 5:
-        lines.append(f"... and {len(failed) - 5} more failures: see conversion.csv")
-    issues = [r for r in rows if r["localizer_issues"]]
-    lines += [f"localizer issue {r['SeriesInstanceUID']}: {r['localizer_issues']}" for r in issues[:5]]
-    gapped = [r for r in rows if r["slice_gap"]]
-    lines += [f"slice gap {r['SeriesInstanceUID']}: {r['slice_gap']}" for r in gapped[:5]]
-    if len(gapped) > 5:
-        lines.append(f"... and {len(gapped) - 5} more series with a large slice gap: see conversion.csv")
-    return lines
-
-
 def mark_gaps(rows: list[dict[str, Any]], factor: float) -> None:
     """Fill each row's ``slice_gap`` note from its stored gaps (a new factor needs no reconversion)."""
     for row in rows:
@@ -343,7 +325,15 @@ def mark_gaps(rows: list[dict[str, Any]], factor: float) -> None:
 
 
 def run(params: dict[str, Any], ctx: StageContext) -> None:
-    """Convert one split of a Kaggle-layout dataset (see the module docstring for the outputs)."""
+    """Convert one split of a Kaggle-layout dataset (see the module docstring for the outputs).
+
+    With ``shards`` > 1 a job converts one share of the series (``ctx.shard``) and writes its
+    tables under ``shards/``; the job without a shard merges them (:mod:`engine.data.convert_shards`).
+    """
+    shards = int(params.get("shards", 1))
+    if shards > 1 and ctx.shard is None:
+        merge(params, ctx, shards)
+        return
     reporter = ctx.reporter
     data = KaggleDataset.open(ctx.workspace.dataset(params["dataset"]), params["split"])
     table = data.read_table()
@@ -352,6 +342,8 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     tasks = _tasks(data, out, points, int(params["seed"]))
     uids = {t.uid for t in tasks}
+    if shards > 1:
+        tasks = share(tasks, ctx.shard, shards)
     if table is not None:
         missing = sorted(set(table["SeriesInstanceUID"]) - uids)
         if missing:
@@ -361,10 +353,11 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
         lost = sorted({p.series_uid for p in points} - uids)
         if lost:
             reporter.log(f"localizers of {len(lost)} series without a folder are ignored, e.g. {lost[0]}")
-    _clear_partial(out)  # files of an interrupted run
-    removed = _remove_orphans(out, uids)
-    if removed:
-        reporter.log(f"removed the outputs of {removed} series no longer in the dataset")
+    if shards == 1:  # shards run side by side: only the merging step tidies the shared folder
+        _clear_partial(out)  # files of an interrupted run
+        removed = _remove_orphans(out, uids)
+        if removed:
+            reporter.log(f"removed the outputs of {removed} series no longer in the dataset")
 
     results: dict[str, dict[str, Any]] = {}
     todo = []
@@ -376,7 +369,8 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
             results[task.uid] = stored
     total = len(tasks)
     workers = _worker_count(int(params["workers"]))
-    reporter.log(f"converting {len(todo)} of {total} series of {data.series_dir} with "
+    share_text = f" (shard {ctx.shard} of {shards})" if shards > 1 else ""
+    reporter.log(f"converting {len(todo)} of {total} series of {data.series_dir}{share_text} with "
                  f"{min(workers, max(len(todo), 1))} worker(s); {total - len(todo)} unchanged since the last run")
     reporter.progress(len(results), total, "resumed" if results else "starting")
 
@@ -395,23 +389,10 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
 
     rows = [results[uid]["row"] for uid in sorted(results)]
     mark_gaps(rows, float(params.get("max_gap_factor", DEFAULT_FACTOR)))
-    conversion = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    write_csv(conversion, out / "conversion.csv")
     voxel_rows = [p for uid in sorted(results) for p in results[uid]["points"]]
-    write_csv(pd.DataFrame(voxel_rows, columns=list(VOXEL_COLUMNS)), out / "localizers_voxel.csv")
-
+    if shards > 1:
+        write_shard(out, ctx.shard, shards, rows, voxel_rows, reporter)
+        return
+    write_tables(out, rows, voxel_rows)
     _clear_partial(out)
-    for line in summarise(rows):
-        reporter.log(line)
-    counts = Counter(r["status"] for r in rows)
-    for status in STATUSES:
-        reporter.metric(f"series_{status}", counts.get(status, 0))
-    reporter.metric("series_slice_gap", sum(bool(r["slice_gap"]) for r in rows))
-    reporter.metric("localizers_placed", len(voxel_rows))
-    reporter.artefact("conversion_table", out / "conversion.csv")
-    reporter.artefact("images", out / "images")
-    reporter.artefact("localizers", out / "localizers_voxel.csv")
-    if points is not None:
-        reporter.artefact("masks", out / "masks")
-    if any(str(r["vessels"]).startswith("written") for r in rows):
-        reporter.artefact("vessels", out / "vessels")
+    report(out, rows, voxel_rows, points is not None, reporter)

@@ -21,7 +21,9 @@ import typer
 from engine.stages import ParameterError
 from rsna_tui.cli import export, jobs, stages, datasets, doctor, report, app_cmds  # noqa: F401, I001  (each registers its commands, in help order)
 from rsna_tui.cli.common import app, current_db
+from rsna_tui.jobs.config import ConfigError
 from rsna_tui.jobs.manager import JobError
+from rsna_tui.jobs.slurm import SlurmError
 from rsna_tui.jobs.store import StoreError, store_error
 
 INTERRUPTED = 130
@@ -38,7 +40,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (JobError, StoreError, FileNotFoundError, PermissionError) as exc:
+    except (JobError, StoreError, ConfigError, SlurmError, FileNotFoundError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:  # a query outside the Store's own methods (folding, scheduling)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 
+from engine.stages import ParameterError
 from rsna_tui.jobs.manager import JobError, JobManager
 from rsna_tui.jobs.store import JobRow, Store
 from rsna_tui.workspace import Workspace
@@ -49,6 +50,19 @@ class State:
                 store = Store(self.workspace.db_path)
             self._manager = JobManager(self.workspace, store)
         return self._manager
+
+    def backend_manager(self, backend: str | None, write: bool = True) -> JobManager:
+        """The manager for submitting (``write``) or planning, on ``backend`` (None: the workspace
+        default), checked usable before any job exists."""
+        manager = self.manager(write=write)
+        if backend is not None:
+            if backend not in manager.executors:
+                raise ParameterError(f"unknown backend {backend!r}; backends: {', '.join(manager.executors)}")
+            manager.backend = backend
+        check = getattr(manager.executors[manager.backend], "check_workspace", None)
+        if check is not None and write:
+            check()  # e.g. a Slurm workspace on a node-local path: refused before any job exists
+        return manager
 
     def refreshed(self) -> JobManager:
         """The manager, with active jobs folded and checked (not for a read-only database)."""

@@ -12,8 +12,10 @@ from engine.stages import PROFILES, ParameterError
 from rsna_tui.cli.common import (
     app, duration, fmt_time, print_json, state_of, status_cell, print_table,
 )
-from rsna_tui.cli.follow import FOLLOW_POLL_S
+from rsna_tui.cli.follow import FOLLOW_POLL_S, follow_jobs
 from rsna_tui.cli.plans import carry_out
+from rsna_tui.jobs.arrays import submit_array
+from rsna_tui.jobs.config import BACKENDS
 from rsna_tui.jobs.events import LOG
 from rsna_tui.jobs.manager import DEFAULT_GRACE_S, JobError, JobManager
 from rsna_tui.jobs.pipeline import pipeline_plan
@@ -32,14 +34,49 @@ def run(
     no_deps: bool = typer.Option(False, "--no-deps", help="Submit only this stage, even if an equal job exists (as before the planner); its inputs come from existing jobs or paths"),
     force: bool = typer.Option(False, "--force", help="Run the stage even if an equal job succeeded"),
     rerun: list[str] = typer.Option([], "--rerun", help="Run this upstream stage and everything after it again (repeatable)"),
+    array: Optional[str] = typer.Option(
+        None, "--array", help="One job per value, submitted together as a Slurm array (no planning: inputs from existing jobs): KEY=V1,V2,... e.g. fold=0,1,2,3,4"
+    ),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", "-b", help=f"Where the job runs: {', '.join(BACKENDS)} (default: config.toml, else local)"
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream progress and logs; exit 0 on success, 1 on failure"),
     as_json: bool = typer.Option(False, "--json", help="Print the job (with --dry-run: the plan) as JSON"),
 ) -> None:
     """Bring a stage up to date: plan its missing upstream jobs, reuse finished ones, submit the rest."""
     state = state_of(ctx)
-    manager = state.manager(write=not dry_run)
+    manager = state.backend_manager(backend, write=not dry_run)
+    if array and not dry_run:
+        _submit_array(state, manager, stage, profile, _array_tasks(array, set_), after, as_json, follow)
+        return
     planned = plan(manager, stage, profile, set_, force=force, rerun=rerun, deps=not no_deps)
     carry_out(state, planned, dry_run=dry_run, as_json=as_json, follow=follow, after=after)
+
+
+def _submit_array(state: Any, manager: JobManager, stage: str, profile: str, tasks: list[list[str]],
+                  after: list[int], as_json: bool, follow: bool) -> None:
+    """``run --array``: the jobs of one stage as one array; prints their ids (or JSON)."""
+    submitted = submit_array(manager, stage, profile, tasks, after)
+    if as_json and not follow:
+        print_json([j.to_json() for j in submitted])
+        return
+    if not as_json:
+        for job in submitted:
+            typer.echo(job.id)
+    if follow:
+        ok = follow_jobs(state, [j.id for j in submitted], to_stderr=as_json)
+        if as_json:
+            print_json([manager.job(j.id).to_json() for j in submitted])
+        raise typer.Exit(0 if ok else 1)
+
+
+def _array_tasks(array: str, overrides: list[str]) -> list[list[str]]:
+    """``fold=0,1,2`` with the ``--set`` overrides -> one override list per task."""
+    key, sep, values = array.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not items:
+        raise ParameterError(f"--array {array!r} is not KEY=V1,V2,... (e.g. fold=0,1,2,3,4)")
+    return [[*overrides, f"{key.strip()}={value}"] for value in items]
 
 
 @app.command()
@@ -52,12 +89,15 @@ def pipeline(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan; submit nothing"),
     force: bool = typer.Option(False, "--force", help="Run the last stage even if an equal job succeeded"),
     rerun: list[str] = typer.Option([], "--rerun", help="Run this stage and everything after it again (repeatable)"),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", "-b", help=f"Where the jobs run: {', '.join(BACKENDS)} (default: config.toml, else local)"
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream all steps; exit 0 when all succeeded"),
     as_json: bool = typer.Option(False, "--json", help="Print the last job (with --dry-run: the plan) as JSON"),
 ) -> None:
     """Train and predict on a dataset: the planner aimed at predict, then evaluate when there is a truth."""
     state = state_of(ctx)
-    manager = state.manager(write=not dry_run)
+    manager = state.backend_manager(backend, write=not dry_run)
     planned = pipeline_plan(manager, dataset, profile, set_, until, force=force, rerun=rerun)
     carry_out(state, planned, dry_run=dry_run, as_json=as_json, follow=follow)
 
@@ -83,11 +123,12 @@ def jobs(
     for job in rows:
         progress = f"{job.progress:.0%}" if job.progress is not None and not job.terminal else ""
         note = job.error if job.error and job.status != "succeeded" else (job.message or "")
-        table.append([str(job.id), job.stage, status_cell(job.status), str(job.attempt), fmt_time(job.created_at),
-                      duration(job), progress, note.splitlines()[0][:80] if note else ""])
+        where = job.backend if job.backend == "local" or not job.native_id else f"{job.backend} {job.native_id}"
+        table.append([str(job.id), job.stage, status_cell(job.status), str(job.attempt), where,
+                      fmt_time(job.created_at), duration(job), progress, note.splitlines()[0][:80] if note else ""])
     total = manager.store.count_jobs()
     title = f"jobs in {manager.store.path}" + (f" (newest {len(rows)} of {total})" if len(rows) < total and not (status or stage) else "")
-    print_table(title, ["id", "stage", "status", "try", "created", "time", "done", "message"], table)
+    print_table(title, ["id", "stage", "status", "try", "backend", "created", "time", "done", "message"], table)
 
 
 def _details(manager: JobManager, job: JobRow) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class LocalExecutor:
     """Runs jobs as detached process groups of this host."""
 
     name = "local"
+    chains = False
 
     def __init__(self) -> None:
         self.host = socket.gethostname()

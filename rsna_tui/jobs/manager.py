@@ -5,6 +5,8 @@ time, coordinated through ``jobs.db`` transactions. Job states:
 
 ``queued`` -> ``starting`` (launched, runner not yet reporting) -> ``running`` -> ``succeeded`` /
 ``failed`` / ``cancelled``; ``lost`` when the process vanished without a ``finished`` event.
+A job of a backend with a queue of its own (Slurm) reads ``queued`` while it waits there too: it has a
+native id then, and only queued jobs without one are ours to launch.
 
 A queued job starts when every ``--after`` dependency succeeded (a failed, cancelled or lost one
 fails it, naming the dependency) and, for GPU-heavy stages, when a GPU slot is free. CPU-only
@@ -28,12 +30,17 @@ from typing import Any, Iterable
 
 from engine.stages import ParameterError
 from rsna_tui.jobs import recovery
+from rsna_tui.jobs.arrays import launch_groups, start_group
+from rsna_tui.jobs.chains import chainable, native_dependencies
+from rsna_tui.jobs.config import load_config
 from rsna_tui.jobs.events import LOG, SPEC, read_spec, tail, write_json_atomic
 from rsna_tui.jobs.executor import Executor
 from rsna_tui.jobs.fold import fold_job
 from rsna_tui.jobs.gpus import gpu_slots, visible_devices
 from rsna_tui.jobs.launches import record_launch, request_cancel
 from rsna_tui.jobs.local import LocalExecutor
+from rsna_tui.jobs.settle import settle_all
+from rsna_tui.jobs.slurm import SlurmExecutor
 from rsna_tui.jobs.stage_table import all_stages, find_stage
 from rsna_tui.jobs.store import JOB_SELECT, TERMINAL, JobRow, Store, iso
 from rsna_tui.workspace import Workspace
@@ -53,8 +60,10 @@ class JobManager:
         self.workspace = workspace
         workspace.apply_umask()  # private files unless the workspace is shared (see workspace.py)
         self.store = store if store is not None else Store(workspace.db_path)
-        self.executors: dict[str, Executor] = {"local": LocalExecutor()}
-        self.backend = "local"
+        self.config = load_config(workspace.root)
+        self.executors: dict[str, Executor] = {"local": LocalExecutor(), "slurm": SlurmExecutor(workspace)}
+        #: Where new jobs run: config.toml's ``backend``, or the CLI's ``--backend``.
+        self.backend = self.config.backend
 
     def close(self) -> None:
         self.store.close()
@@ -102,6 +111,10 @@ class JobManager:
         cwd: Path | None = None,
         start: bool = True,
         fingerprint: str | None = None,
+        backend: str | None = None,
+        shard: int | None = None,
+        array: str | None = None,
+        expand: bool = True,
     ) -> JobRow:
         """Queue a job (parameters = profile + overrides, checked) and start it when it can.
 
@@ -109,16 +122,25 @@ class JobManager:
         ``after`` job. With ``start`` the job starts at once when ready, and when it has to wait
         the detached scheduler starts it later; ``start=False`` only records it (queued) for
         whoever calls :meth:`schedule` next. ``fingerprint`` is the planner's (``jobs.planner``).
+
+        A shardable stage with ``shards`` > 1 becomes that many shard jobs (one array on Slurm) and
+        a final step after them, which is returned (see :mod:`rsna_tui.jobs.arrays`); ``shard``
+        and ``array`` are set by that expansion.
         """
         if params is None or function is None or gpu is None:
             definition = find_stage(stage)
             params = definition.resolve(profile, overrides) if params is None else params
             function = function or definition.function
             gpu = definition.gpu if gpu is None else gpu
+            if expand and definition.shardable and int(params.get("shards", 1)) > 1:
+                from rsna_tui.jobs.arrays import submit_sharded
+
+                return submit_sharded(self, stage, profile, params, after, cwd=cwd, backend=backend, start=start,
+                                      fingerprint=fingerprint)
         depends = [self.job(ref).id for ref in after]
         job = JobRow(
             id=0, stage=stage, profile=profile, params=params, status="queued", created_at=time.time(),
-            function=function, backend=self.backend, gpu=gpu, resume=resume, parent_id=parent,
+            function=function, backend=backend or self.backend, gpu=gpu, resume=resume, parent_id=parent,
             attempt=attempt, depends_on=depends, fingerprint=fingerprint,
         )
         with self.store.write():  # the spec exists before any scheduler can see the row
@@ -128,13 +150,18 @@ class JobManager:
                 "id": job.id, "stage": stage, "profile": profile, "params": params, "function": function,
                 "created": iso(job.created_at), "resume": resume, "attempt": attempt, "parent": parent,
                 "depends_on": depends, "gpu": gpu, "workspace": str(self.workspace.root),
-                "cwd": str(cwd or Path.cwd()),
+                "cwd": str(cwd or Path.cwd()), "backend": job.backend, "shard": shard, "array": array,
             })
-        if start:
-            self.refresh()
-            if self.schedule():
-                self.ensure_scheduler()
+        if start:  # a chaining backend needs fresh dependencies only; local GPU slots need every job
+            self.refresh(depends if self.executors[job.backend].chains else None)
+            self.schedule_and_watch(job.backend)
         return self.store.get_job(job.id) or job
+
+    def schedule_and_watch(self, backend: str) -> None:
+        """Start what is ready; the detached scheduler takes what waits, and watches backend jobs
+        (Slurm) so that a time limit or node failure is followed by the next attempt unattended."""
+        if self.schedule() or self.executors[backend].chains:
+            self.ensure_scheduler()
 
     def retry(self, ref: int | str) -> JobRow:
         """Run a finished job again with the same parameters, as its next attempt."""
@@ -153,11 +180,12 @@ class JobManager:
         old = self.job(old.id)
         if not old.terminal:
             raise JobError(f"job {old.id} is {old.status}; cancel it first or wait for it to end")
-        spec_cwd = self._spec(old).get("cwd")
+        spec = self._spec(old)
         return self.submit(
             old.stage, old.profile, params=old.params, function=old.function, gpu=old.gpu, resume=resume,
-            parent=old.id, attempt=old.attempt + 1, cwd=Path(spec_cwd) if spec_cwd else None,
+            parent=old.id, attempt=old.attempt + 1, cwd=Path(spec["cwd"]) if spec.get("cwd") else None,
             fingerprint=old.fingerprint,  # the same parameters and inputs: the planner may reuse it
+            backend=old.backend, shard=spec.get("shard"), expand=False,
         )
 
     def _spec(self, job: JobRow) -> dict[str, Any]:
@@ -169,24 +197,34 @@ class JobManager:
     # -- keeping the database in step with the processes ------------------------------------------
 
     def refresh(self, job_ids: Iterable[int] | None = None) -> None:
-        """Fold new events of active jobs and mark those whose process vanished as ``lost``."""
+        """Fold new events of active jobs and mark those whose process vanished as ``lost``.
+
+        Jobs of a queue backend (Slurm) are asked about in one call per backend (``settle_all``), one
+        its fold just ended ``cancelled`` too: that SIGTERM may have been a time limit.
+        """
         if job_ids is None:
             jobs = self.store.active_jobs()
         else:
             jobs = [j for j in (self.store.get_job(i) for i in job_ids) if j is not None and not j.terminal]
         requeued = False
+        queued_elsewhere: list[JobRow] = []
         for job in jobs:
-            if job.status == "queued":
+            if job.status == "queued" and not job.native_id:
                 continue
             fold_job(self.store, job.id, self.job_dir(job))
             current = self.store.get_job(job.id)
             if current is None:
+                continue
+            if self.executors[current.backend].chains and current.native_id:
+                if not current.terminal or current.status == "cancelled":
+                    queued_elsewhere.append(current)
                 continue
             if not current.terminal:
                 requeued |= self._check_alive(current)
                 current = self.store.get_job(job.id)
             if current is not None and current.terminal:
                 recovery.sweep(self, current)
+        settle_all(self, queued_elsewhere)
         if requeued and self.schedule():
             self.ensure_scheduler()
 
@@ -222,13 +260,17 @@ class JobManager:
     # -- queue ---------------------------------------------------------------------------------------
 
     def schedule(self) -> int:
-        """Start every queued job that is ready; returns how many stay queued."""
-        if not self.store.conn.execute("SELECT 1 FROM jobs WHERE status = 'queued' LIMIT 1").fetchone():
+        """Start every queued job that is ready; returns how many stay queued.
+
+        A Slurm job is ready once each dependency succeeded or was handed to Slurm (``afterok``): a
+        chain is submitted at once (see :mod:`rsna_tui.jobs.chains`); it takes no GPU slot of ours.
+        """
+        if not self.waiting_to_launch():
             return 0  # the common case, without taking the write lock
         slots = self.gpu_slots
         to_launch: list[JobRow] = []
         with self.store.write() as conn:
-            queued = [JobRow.from_row(r) for r in conn.execute(JOB_SELECT + " WHERE status = 'queued' ORDER BY id")]
+            queued = [JobRow.from_row(r) for r in conn.execute(JOB_SELECT + f" WHERE {_UNLAUNCHED} ORDER BY id")]
             if not queued:
                 return 0
             busy = {
@@ -238,19 +280,21 @@ class JobManager:
             }
             statuses: dict[int, tuple[str, str | None]] = {}
             waiting = 0
+            picked: set[int] = set()
             for job in queued:
                 verdict = self._dependencies(conn, job, statuses)
                 if verdict == "wait":
-                    waiting += 1
-                    continue
-                if verdict is not None:
+                    if not chainable(self, conn, job, picked):
+                        waiting += 1
+                        continue
+                elif verdict is not None:
                     conn.execute(
                         "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
                         (verdict, time.time(), job.id),
                     )
                     statuses[job.id] = ("failed", verdict)
                     continue
-                if job.gpu:
+                if job.gpu and not self.executors[job.backend].chains:  # a cluster allocates its own GPUs
                     free = next((s for s in range(slots) if s not in busy), None)
                     if free is None:
                         waiting += 1
@@ -272,10 +316,15 @@ class JobManager:
                     (job.gpu_slot, job.started_at, job.id),
                 )
                 statuses[job.id] = ("starting", None)
+                picked.add(job.id)
                 to_launch.append(job)
-        for job in to_launch:
-            self._launch(job)
+        for group in launch_groups(self, to_launch):  # in id order: a dependency is submitted first
+            self._launch(group)
         return waiting
+
+    def waiting_to_launch(self) -> bool:
+        """Whether some queued job still has to be launched by us (not merely queued in its backend)."""
+        return self.store.conn.execute(f"SELECT 1 FROM jobs WHERE {_UNLAUNCHED} LIMIT 1").fetchone() is not None
 
     @staticmethod
     def _dependencies(conn: Any, job: JobRow, statuses: dict[int, tuple[str, str | None]]) -> str | None:
@@ -294,7 +343,9 @@ class JobManager:
                 pending = True
         return "wait" if pending else None
 
-    def _launch(self, job: JobRow) -> None:
+    def _launch(self, group: list[JobRow]) -> None:
+        """Start one job, or several jobs of one array together (their backend has arrays)."""
+        job = group[0]
         job_dir = self.job_dir(job)
         try:
             spec = read_spec(job_dir)
@@ -303,15 +354,20 @@ class JobManager:
             if job.gpu and job.gpu_slot is not None and job.gpu_slot < len(devices):
                 env["CUDA_VISIBLE_DEVICES"] = devices[job.gpu_slot]
             self.workspace.ensure_nnunet_dirs()
-            launched = self.executors[job.backend].start(job_dir, env, Path(spec.get("cwd") or job_dir))
+            executor = self.executors[job.backend]
+            after = native_dependencies(self, job) if executor.chains else None
+            launches = start_group(executor, [self.job_dir(j) for j in group], env, Path(spec.get("cwd") or job_dir), after)
         except Exception as exc:
-            self._finish(job.id, "failed", f"could not start: {type(exc).__name__}: {exc}")
+            for member in group:
+                self._finish(member.id, "failed", f"could not start: {type(exc).__name__}: {exc}")
             return
         with self.store.write() as conn:  # unless a probe adopted its runner meanwhile
-            conn.execute(
-                "UPDATE jobs SET native_id = ?, host = ?, proc_create_time = ? WHERE id = ? AND native_id IS NULL",
-                (launched.native_id, launched.host, launched.create_time, job.id),
-            )
+            for member, launched in zip(group, launches):
+                queued = ", status = 'queued', started_at = NULL" if launched.queued else ""  # in the backend's queue
+                conn.execute(
+                    f"UPDATE jobs SET native_id = ?, host = ?, proc_create_time = ?{queued} WHERE id = ? AND native_id IS NULL",
+                    (launched.native_id, launched.host, launched.create_time, member.id),
+                )
 
     def ensure_scheduler(self) -> None:
         """Start the detached scheduler process unless one holds the workspace's lock already."""
@@ -329,7 +385,12 @@ class JobManager:
     def cancel(self, ref: int | str, grace: float = DEFAULT_GRACE_S) -> JobRow:
         """Cancel a job: a queued one never starts; a running one gets SIGTERM, then SIGKILL."""
         job = self.job(ref)
-        if self._finish(job.id, "cancelled", "cancelled before it started", only_if=("queued",)):
+        with self.store.write() as conn:  # not yet launched: it never starts
+            unlaunched = conn.execute(
+                f"UPDATE jobs SET status = 'cancelled', error = 'cancelled before it started', finished_at = ? "
+                f"WHERE id = ? AND {_UNLAUNCHED}", (time.time(), job.id),
+            ).rowcount > 0
+        if unlaunched:
             return self.job(job.id)
         deadline = time.monotonic() + 5.0
         while job.status == "starting" and not job.native_id and time.monotonic() < deadline:
@@ -345,6 +406,10 @@ class JobManager:
         if self.schedule():  # dependants fail now, a queued GPU job may take the slot
             self.ensure_scheduler()
         return self.job(job.id)
+
+
+#: Queued jobs that are ours to launch (a job queued in its backend has a native id).
+_UNLAUNCHED = "status = 'queued' AND native_id IS NULL"
 
 
 def _lock_held(path: Path) -> bool:

@@ -189,6 +189,7 @@ def run_job(job_dir: Path) -> int:
         ctx = StageContext(
             WorkspaceLayout(workspace.root), job_dir, EventReporter(writer),
             resume=bool(spec.get("resume")), job_id=str(spec["id"]), stage=str(spec.get("stage", "")),
+            shard=spec.get("shard"),
         )
         params, notes = resolve_refs(dict(spec["params"]), ctx.workspace.jobs)  # upstream jobs' outputs
         for note in notes:

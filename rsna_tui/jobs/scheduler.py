@@ -3,7 +3,9 @@
 Queued jobs (waiting for a dependency or a GPU slot) must start even when no CLI or TUI stays
 open. Whoever submits a job that has to wait starts this process; at most one per workspace runs
 (it holds an flock on ``scheduler.lock``). It folds events, notices ended jobs, starts ready ones,
-and exits as soon as nothing is queued.
+and exits as soon as nothing is queued and no job runs on a backend that needs watching: Slurm jobs
+are asked about every ``slurm.poll_seconds`` so that one ended by its time limit or a node failure
+is continued as its next attempt while nobody has the CLI or the TUI open.
 
 Exit without losing a job: the scheduler drops the lock *before* its final look at the queue. A job
 queued after that look was queued after the lock was free, so its submitter starts a new scheduler.
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from rsna_tui.jobs.chains import watching
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.workspace import Workspace
 
@@ -44,15 +47,18 @@ def serve(root: Path, poll: float = POLL_S) -> int:
             return 0
         manager = JobManager(workspace)
         try:
-            while True:
+            while workspace.db_path.exists():  # a deleted workspace has nothing left to watch
                 manager.refresh()
                 if manager.schedule() > 0:
                     time.sleep(poll)
                     continue
+                if watching(manager):
+                    time.sleep(max(poll, manager.config.slurm.poll_seconds))
+                    continue
                 fcntl.flock(handle, fcntl.LOCK_UN)
-                queued = manager.store.list_jobs(status="queued", limit=1)
-                if not queued or not _try_lock(handle):
+                if not (manager.waiting_to_launch() or watching(manager)) or not _try_lock(handle):
                     return 0
+            return 0
         finally:
             manager.close()
 

@@ -85,8 +85,8 @@ def _kill_everything(workspace: Path) -> None:
         with store.write() as conn:
             conn.execute("UPDATE jobs SET status = 'cancelled' WHERE status = 'queued'")  # lets the scheduler exit
         for job in store.list_jobs():
-            if not job.native_id:
-                continue
+            if not job.native_id or job.backend != "local":
+                continue  # Slurm jobs: the cluster fixture of test_slurm cancels them
             pid = int(job.native_id)
             if psutil.pid_exists(pid) and not process_matches(pid, job.proc_create_time):
                 continue  # the pid belongs to someone else now (or to this test process)

@@ -9,6 +9,7 @@ by convention; ``test-pool`` opens fork pools the way nnU-Net does.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -111,6 +112,21 @@ def filler(params: dict[str, Any], ctx: StageContext) -> None:
         raise
 
 
+def epochs(params: dict[str, Any], ctx: StageContext) -> None:
+    """A training stand-in: an epoch counter checkpointed after every epoch; resume continues after it."""
+    checkpoint = ctx.workspace.root / "test-epochs" / f"{params['name']}.json"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    first = json.loads(checkpoint.read_text())["epoch"] + 1 if ctx.resume and checkpoint.exists() else 0
+    ctx.reporter.log(f"starting at epoch {first}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}")
+    for epoch in range(first, params["epochs"]):
+        time.sleep(params["seconds"])
+        ctx.reporter.metric("epoch", epoch, epoch)
+        tmp = checkpoint.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"epoch": epoch}))
+        os.replace(tmp, checkpoint)
+        ctx.reporter.progress(epoch + 1, params["epochs"], f"epoch {epoch}")
+
+
 def predictor(params: dict[str, Any], ctx: StageContext) -> None:
     """Write a predictions CSV (the submission's 15 columns) and its per-case table, as ``predict`` does,
     and register them as ``predictions`` and ``cases``."""
@@ -193,6 +209,11 @@ STAGES: dict[str, Stage] = {
         "test-fill", "Write until the disk is full", f"{__name__}:filler",
         (Param("mib", "int", "MiB to write"), Param("events", "bool", "Also fill through events")),
         values={"mib": 64, "events": False},
+    ),
+    "test-epochs": TestStage(
+        "test-epochs", "Count checkpointed epochs (resumable, holds a GPU)", f"{__name__}:epochs",
+        (Param("epochs", "int", "Epochs"), _SECONDS, Param("name", "str", "Checkpoint name")),
+        gpu=True, resumable=True, values={"epochs": 5, "seconds": 0.2, "name": "run"},
     ),
     "test-predict": TestStage(
         "test-predict", "Write a predictions CSV", f"{__name__}:predictor",
