@@ -41,7 +41,12 @@ def test_json_outputs_parse(cli, workspace: Path) -> None:
     assert [j["id"] for j in listed] == [job["id"]]
     assert json.loads(cli("jobs", "--json", "--stage", "convert").stdout) == []
     shown = json.loads(cli("show", str(job["id"]), "--json").stdout)
-    assert shown["metrics"]["loss"] == {"value": 0.5, "step": 1, "t": pytest.approx(shown["metrics"]["loss"]["t"])}
+    loss = shown["metrics"]["loss"]
+    assert {k: loss[k] for k in ("value", "step")} == {"value": 0.5, "step": 1} and set(loss) == {"value", "step", "t"}
+    # the metric's time is when the job reported it: inside the job's run, not when it was folded
+    with Store(workspace / "jobs.db", readonly=True) as store:
+        row = store.get_job(job["id"])
+    assert row.started_at <= loss["t"] <= row.finished_at, (row.started_at, loss, row.finished_at)
     assert shown["artefacts"] == {"marker": str(workspace / "jobs" / str(job["id"]) / "marker.txt")}
     assert cli("logs", str(job["id"])).stdout.startswith("slept 0.2 s")
     assert cli("show", "999", check=False).returncode == 1

@@ -8,6 +8,7 @@ import time
 import types
 from pathlib import Path
 
+import psutil
 import pytest
 
 from rsna_tui.jobs.monitor import GpuProbe, ResourceMonitor, TreeSampler
@@ -24,7 +25,36 @@ def test_tree_sampler_counts_children(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert child.pid in pids and os.getpid() in pids
-        assert sample["rss_bytes"] > 64 * 2**20 and sample["cpu_percent"] >= 0.0
+        assert sample["rss_bytes"] > 64 * 2**20
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _tree_cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def test_tree_sampler_cpu_is_the_trees_cpu_time_over_wall_time() -> None:
+    """A child that spins: the sampled percentage is the tree's CPU seconds per wall second, measured
+    here from psutil's counters over the same interval (not a bound that any number passes)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    try:
+        sampler = TreeSampler(os.getpid())
+        pids = [os.getpid(), child.pid]
+        sampler.sample()  # primes the counters
+        cpu0, wall0 = _tree_cpu_seconds(pids), time.monotonic()
+        time.sleep(1.5)
+        sample, seen = sampler.sample()
+        cpu1, wall1 = _tree_cpu_seconds(pids), time.monotonic()
+        expected = 100.0 * (cpu1 - cpu0) / (wall1 - wall0)
+        assert child.pid in seen
+        assert expected > 10.0, f"the spinning child got {expected:.0f}% of a core: the machine is too busy to tell"
+        assert sample["cpu_percent"] == pytest.approx(expected, abs=max(10.0, 0.15 * expected)), (sample, expected)
     finally:
         child.kill()
         child.wait()

@@ -49,13 +49,30 @@ def test_resume_checkpoint_follows_nnunet_c_order(tmp_path: Path) -> None:
     assert RESUME_ORDER[0] == "checkpoint_final.pth"
 
 
+PROCESS_KEYS = ("nnUNet_def_n_proc", "nnUNet_n_proc_DA")
+
+
 def test_environment_points_nnunet_at_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+    # tests/conftest.py sets the worker counts for the whole session: clear them, or nothing is computed
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", *PROCESS_KEYS):
         monkeypatch.delenv(key, raising=False)
-    values = configure_environment(WorkspaceLayout(tmp_path))
+    values = configure_environment(WorkspaceLayout(tmp_path), processes=2)
     assert os.environ["nnUNet_results"] == str(tmp_path / "nnUNet_results") == values["nnUNet_results"]
     assert (tmp_path / "nnUNet_raw").is_dir()
-    assert int(os.environ["nnUNet_def_n_proc"]) >= 1 and int(os.environ["nnUNet_n_proc_DA"]) >= 0
+    # two processes: augmentation in the main process; more: one worker fewer; never above 8
+    for processes, expected in ((2, ("2", "0")), (1, ("1", "0")), (6, ("6", "5")), (20, ("8", "7"))):
+        for key in PROCESS_KEYS:
+            monkeypatch.delenv(key, raising=False)
+        values = configure_environment(WorkspaceLayout(tmp_path), processes=processes)
+        assert tuple(os.environ[k] for k in PROCESS_KEYS) == tuple(values[k] for k in PROCESS_KEYS) == expected
+    for key in PROCESS_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    cores = min(os.cpu_count() or 1, 8)
+    values = configure_environment(WorkspaceLayout(tmp_path))  # default: the machine's cores
+    assert values["nnUNet_def_n_proc"] == str(cores) and values["nnUNet_n_proc_DA"] == str(0 if cores <= 2 else cores - 1)
+    # a value the user set wins over the computed one
+    monkeypatch.setenv("nnUNet_n_proc_DA", "3")
+    assert configure_environment(WorkspaceLayout(tmp_path), processes=2)["nnUNet_n_proc_DA"] == "3"
 
 
 def test_device_choice_and_settings() -> None:

@@ -29,6 +29,7 @@ from engine.stage2.targets import (
     UNKNOWN_VESSEL,
     combine_labels,
     decoder1_target,
+    decoder2_target,
 )
 
 LN2, LN3 = math.log(2), math.log(3)
@@ -222,3 +223,88 @@ def test_loss_under_autocast_and_backward():
     assert parts.total.dtype == torch.float32 and torch.isfinite(parts.total)
     parts.total.backward()
     assert net.conv_encoder_blocks[0].blocks[0].conv1.conv.weight.grad is not None
+
+
+# ---- the constants of MODEL_SPEC section 6, pinned through the default loss -----------------------
+# Typed from the spec, not imported: a changed constant in engine/stage2/losses.py must fail here.
+SPEC_CE_WEIGHTS_1 = [1, 1, 1, 5, 5, 1, 1, 1, 1, 1, 1, 1, 1, 10, 10]
+SPEC_CE_WEIGHTS_2 = [1, 1, 1, 5, 5, 1, 1, 1, 1, 1, 1, 1, 1, 5]
+SPEC_LOCATION_POS_WEIGHTS = [15, 15, 8, 8, 8, 8, 8, 15, 15, 8, 8, 8, 8]
+SPEC_PRESENT_POS_WEIGHT = 1.25
+
+
+def _every_label_once() -> torch.Tensor:
+    """(1, 1, 2, 3, 9) labels holding each of 0..26 once, shuffled: every class of both decoders is a target."""
+    order = torch.randperm(54, generator=torch.Generator().manual_seed(5)) % 27
+    return order.view(1, 1, 2, 3, 9).to(torch.uint8)
+
+
+def _heads(n: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, generator=g) * 2, torch.randn(n, 13, generator=g) * 2, torch.randn(n, 4, generator=g)
+
+
+def _ce_by_hand(logits: torch.Tensor, target: torch.Tensor, weights: list[float]) -> float:
+    """sum_v w[t_v] * (-log softmax(logits_v)[t_v]) / sum_v w[t_v], one voxel at a time."""
+    log_p = torch.log_softmax(logits.double(), 1)[0].flatten(1)  # (C, V)
+    t = target[0].flatten()
+    num = sum(weights[int(c)] * -float(log_p[int(c), v]) for v, c in enumerate(t))
+    return num / sum(weights[int(c)] for c in t)
+
+
+def test_ce_class_weights_of_both_branches_are_the_spec_values() -> None:
+    """Random logits make every class's nll different, so each of the 29 weights moves the loss
+    (with uniform logits, as in ``test_total_loss_by_hand``, any weights would pass)."""
+    torch.manual_seed(3)
+    labels = _every_label_once()
+    logits1, logits2 = torch.randn(1, 15, 2, 3, 9) * 2, torch.randn(1, 14, 2, 3, 9) * 2
+    present, locations, modality = _heads()
+    out = StageTwoOutput([logits1], [logits2], present, locations, modality)
+    parts = StageTwoLoss(n_outputs=1)(out, labels, torch.ones(1), torch.ones(1, 13), torch.tensor([1]))
+    t1, t2 = decoder1_target(labels[:, 0].long()), decoder2_target(labels[:, 0].long())
+    assert set(t1.unique().tolist()) == set(range(15)) and set(t2.unique().tolist()) == set(range(14))
+    for seg, logits, target, weights, heat in ((parts.seg1, logits1, t1, SPEC_CE_WEIGHTS_1, t1 == 14),
+                                               (parts.seg2, logits2, t2, SPEC_CE_WEIGHTS_2, None)):
+        unweighted = soft_dice(torch.softmax(logits, 1), target, 14 if heat is not None else None) + \
+            awdc(logits, target, heat)
+        expected = 2 * _ce_by_hand(logits, target, weights) + float(unweighted)
+        assert seg.item() == pytest.approx(expected, rel=1e-5)
+        flat = 2 * _ce_by_hand(logits, target, [1.0] * len(weights)) + float(unweighted)
+        assert abs(expected - flat) > 1e-3  # the weights matter for these logits
+
+
+def test_classification_pos_weights_are_the_spec_values() -> None:
+    """All 13 locations positive with different logits: the loss is mean(pw_i * softplus(-x_i)), so
+    each pos_weight counts; Aneurysm Present uses 1.25."""
+    present, locations, modality = _heads(n=2, seed=4)
+    out = StageTwoOutput([torch.zeros(2, 15, 1, 1, 2)], [torch.zeros(2, 14, 1, 1, 2)], present, locations, modality)
+    labels = torch.zeros(2, 1, 1, 1, 2, dtype=torch.uint8)
+    parts = StageTwoLoss(n_outputs=1)(out, labels, torch.ones(2), torch.ones(2, 13), torch.tensor([0, 3]))
+    softplus = torch.nn.functional.softplus
+    expected_locations = sum(SPEC_LOCATION_POS_WEIGHTS[i] * float(softplus(-locations[b, i]))
+                             for b in range(2) for i in range(13)) / 26
+    assert parts.locations.item() == pytest.approx(expected_locations, rel=1e-6)
+    expected_present = SPEC_PRESENT_POS_WEIGHT * float(softplus(-present).mean())
+    assert parts.present.item() == pytest.approx(expected_present, rel=1e-6)
+    # negatives carry no pos_weight: plain softplus(x)
+    negative = StageTwoLoss(n_outputs=1)(out, labels, torch.zeros(2), torch.zeros(2, 13), torch.tensor([0, 3]))
+    assert negative.locations.item() == pytest.approx(float(softplus(locations).mean()), rel=1e-6)
+
+
+def test_branch2_awdc_is_a_plain_dice_by_default_as_in_the_original() -> None:
+    """MODEL_SPEC 6: branch 2's merged targets never carry an aneurysm label in the original, so its
+    AWDC has no heat (the default ``branch2_aneurysm_heat=False``); True centres it on the aneurysm."""
+    torch.manual_seed(6)
+    labels = torch.zeros(1, 1, 6, 6, 6, dtype=torch.uint8)
+    labels[0, 0, 1:5, 2:4, 0:6] = 3  # a vessel
+    labels[0, 0, 4:6, 4:6, 4:6] = 16  # an aneurysm at location 2, off the vessel's centre
+    logits2 = torch.randn(1, 14, 6, 6, 6) * 2
+    out = StageTwoOutput([torch.randn(1, 15, 6, 6, 6)], [logits2], *_heads())
+    cls = (torch.ones(1), torch.zeros(1, 13), torch.tensor([0]))
+    default, heated = StageTwoLoss(n_outputs=1)(out, labels, *cls), StageTwoLoss(1, branch2_aneurysm_heat=True)(out, labels, *cls)
+    t2 = decoder2_target(labels[:, 0].long())
+    branch = BranchLoss(SPEC_CE_WEIGHTS_2, None)
+    assert default.seg2.item() == pytest.approx(branch(logits2, t2, None).item(), rel=1e-6)
+    assert heated.seg2.item() == pytest.approx(branch(logits2, t2, labels[:, 0] == 16).item(), rel=1e-6)
+    assert abs(heated.seg2.item() - default.seg2.item()) > 1e-3
+    assert heated.seg1.item() == pytest.approx(default.seg1.item(), rel=1e-6)  # branch 1 always has its heat
