@@ -15,11 +15,28 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RSNA_TUI_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+#: Set to 1 where the real scans must be there (``.ci/run``); ``CI=true`` (set by CI services) means the same.
+REQUIRE_DATA_VAR = "RSNA_TUI_REQUIRE_DATA"
+
+
+def data_required(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Whether a missing ``../shared/data`` fails the tests instead of skipping them: in CI a skip
+    would leave the suite green without its real-scan tests. ``RSNA_TUI_REQUIRE_DATA=0`` opts out."""
+    explicit = env.get(REQUIRE_DATA_VAR, "").strip().lower()
+    if explicit:
+        return explicit in ("1", "true", "yes")
+    return env.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real scans; tests that need them skip when the folder is absent (a user's checkout)."""
+    """The real scans; tests that need them skip when the folder is absent (a user's checkout) and
+    fail in CI (``data_required``)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real scans not found at {SHARED_DATA} (set RSNA_TUI_SHARED_DATA)")
+        reason = f"real scans not found at {SHARED_DATA} (set RSNA_TUI_SHARED_DATA)"
+        if data_required():
+            pytest.fail(f"{reason}; {REQUIRE_DATA_VAR}=1 or CI=true requires them", pytrace=False)
+        pytest.skip(reason)
     return SHARED_DATA
 
 
