@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rsna_tui.jobs.gpus import nvml_device_count
 from rsna_tui.jobs.manager import JobManager, _lock_held
 from tests.app.conftest import REPO, events_of, wait_for
 
@@ -117,7 +118,8 @@ def test_gpu_stages_wait_for_a_free_slot_and_cpu_stages_do_not(manager: JobManag
     assert done[cpu["id"]].started_at < done[first["id"]].finished_at, "the CPU job waited for the GPU slot"
 
 
-def test_resources_are_sampled_without_a_gpu(cli, manager: JobManager, workspace: Path) -> None:
+def test_resources_are_sampled_without_a_gpu(cli, job_env: dict, manager: JobManager, workspace: Path) -> None:
+    job_env["CUDA_VISIBLE_DEVICES"] = ""  # the job sees no GPU, whatever this host has: CPU and RAM only
     job = _submit(cli, "--stage", "test-sleep", "--set", "seconds=1.2")
     wait_for(manager, job["id"], lambda j: j.terminal)
     samples = manager.store.resource_samples(job["id"])
@@ -126,6 +128,25 @@ def test_resources_are_sampled_without_a_gpu(cli, manager: JobManager, workspace
     shown = json.loads(cli("show", str(job["id"]), "--json").stdout)
     assert shown["resources"]["rss_bytes"] > 0 and shown["status"] == "succeeded"
     assert "Traceback" not in (workspace / "jobs" / str(job["id"]) / "log.txt").read_text()
+
+
+def test_gpu_readings_are_what_this_host_has(cli, job_env: dict, manager: JobManager) -> None:
+    """With NVML devices the job's samples carry their memory and utilisation; without, none: the
+    same test holds on a GPU host and on CI's CPU machine."""
+    devices = nvml_device_count()
+    if devices:
+        job_env["CUDA_VISIBLE_DEVICES"] = "0"
+    else:
+        job_env.pop("CUDA_VISIBLE_DEVICES", None)
+    job = _submit(cli, "--stage", "test-sleep", "--set", "seconds=1.2")
+    wait_for(manager, job["id"], lambda j: j.terminal)
+    samples = manager.store.resource_samples(job["id"])
+    assert len(samples) >= 3
+    if devices:
+        assert all(s["gpu_mem_bytes"] is not None and s["gpu_util"] is not None and 0 <= s["gpu_util"] <= 100
+                   and s["proc_gpu_mem_bytes"] == 0 for s in samples), samples  # the sleeper holds no GPU memory
+    else:
+        assert all(s["gpu_mem_bytes"] is None and s["gpu_util"] is None for s in samples), samples
 
 
 def test_retry_and_resume_are_new_attempts_linked_to_the_old_job(cli, manager: JobManager, workspace: Path) -> None:

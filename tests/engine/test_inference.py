@@ -92,8 +92,8 @@ def test_four_views_keep_the_mirror_property_and_one_view_does_not_need_to(
     assert np.abs(q1[:13] - p1[:13][list(LR_SWAP)]).max() > 1e-4  # one view: no symmetry by construction
 
 
-def test_gateway_contract_columns_empty_and_corrupt(model_folders: tuple[Path, list[Path]], demo_cohort: Path,
-                                                    tmp_path: Path) -> None:
+def test_gateway_contract_columns_empty_and_corrupt(model_folders: tuple[Path, list[Path]], predictor: Predictor,
+                                                    demo_cohort: Path, tmp_path: Path) -> None:
     stage1, stage2 = model_folders
     reset()
     configure(stage1_model=stage1, models=stage2, tta=8, device="cpu")
@@ -101,9 +101,11 @@ def test_gateway_contract_columns_empty_and_corrupt(model_folders: tuple[Path, l
     row = predict(str(series))
     assert isinstance(row, pd.DataFrame)
     assert list(row.columns) == list(LABEL_COLUMNS) and len(row) == 1
-    assert ((row.to_numpy() > 0) & (row.to_numpy() < 1)).all()
+    # the gateway's row is the predictor's result for the series, with the same models and views
+    expected = predictor.predict_series(series)
+    np.testing.assert_allclose(row.to_numpy()[0], expected.probabilities, rtol=0, atol=1e-6)
     assert not np.allclose(row.to_numpy(), 0.5)
-    assert last_prediction().status == "ok" and last_prediction().boxes
+    assert last_prediction().status == "ok" and last_prediction().boxes == expected.boxes
 
     empty = tmp_path / "empty"
     empty.mkdir()

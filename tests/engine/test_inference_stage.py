@@ -18,9 +18,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from engine.context import StageContext
-from engine.inference import run
+from engine.inference import Predictor, run
 from engine.inference.stage import score, stage2_models
-from engine.inference.synthetic import write_stage2_model, write_threshold_stage1_model
+from engine.inference.synthetic import (STAGE1_FOLDER, STAGE2_FOLDER, write_stage2_model,
+                                        write_threshold_stage1_model)
 from engine.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, VESSELS
 from engine.metrics import EvaluationError, evaluate
 from engine.metrics import run as evaluate_stage
@@ -65,7 +66,14 @@ def test_predict_demo_test_split_then_evaluate(trained_workspace: Path, models: 
     assert sorted(case_table["SeriesInstanceUID"]) == sorted(truth["SeriesInstanceUID"])
     assert (case_table["status"] == "ok").all() and (case_table["seconds"] > 0).all()
     assert (case_table["slice_gap"] == "").all()
-    assert ((table[list(LABEL_COLUMNS)] > 0) & (table[list(LABEL_COLUMNS)] < 1)).all().all()
+    # every row is what the two-model predictor gives that series on its own (columns in order)
+    models = trained_workspace / "nnUNet_results"
+    reference = Predictor(models / "s1" / STAGE1_FOLDER, [models / "f1" / STAGE2_FOLDER, models / "f2" / STAGE2_FOLDER],
+                          tta=8, device="cpu", segmentations=True)
+    expected = {uid: reference.predict_series(demo_cohort / "test" / "series" / uid) for uid in table["SeriesInstanceUID"]}
+    for row in table.itertuples(index=False):
+        np.testing.assert_allclose(np.asarray(row[1:15], dtype=float), expected[row.SeriesInstanceUID].probabilities,
+                                   rtol=0, atol=1e-6)
     assert reporter.artefacts["truth"] == str(demo_cohort / "test_truth.csv")
 
     # review files: box, probabilities, and both decoders' maps placed in the volume's LPS space
@@ -75,11 +83,17 @@ def test_predict_demo_test_split_then_evaluate(trained_workspace: Path, models: 
     assert case["status"] == "ok" and case["probabilities"][ANEURYSM_PRESENT] == pytest.approx(
         table.set_index("SeriesInstanceUID").loc[uid, ANEURYSM_PRESENT], abs=1e-9)
     box, shape = case["box"], case["shape_zyx"]
-    assert 0 <= box["z0"] < box["z1"] <= shape[0] and 0 <= box["x0"] < box["x1"] <= shape[2]
+    (z, y, x) = (expected[uid].boxes[0].z, expected[uid].boxes[0].y, expected[uid].boxes[0].x)
+    assert (box["z0"], box["z1"], box["y0"], box["y1"], box["x0"], box["x1"]) == (*z, *y, *x)
+    assert shape == list(expected[uid].shape) and (z[1] - z[0]) * (y[1] - y[0]) * (x[1] - x[0]) < np.prod(shape)
     seg1 = nib.load(cases / uid / "seg1.nii.gz")
     seg2 = nib.load(cases / uid / "seg2.nii.gz")
     assert seg1.shape == seg2.shape == (32, 32, 32) and seg1.get_data_dtype() == np.uint8
-    assert np.asarray(seg1.dataobj).max() <= len(VESSELS) + 1 and np.asarray(seg2.dataobj).max() <= len(VESSELS)
+    # the review maps are the predictor's arg-max maps, (z, y, x) written as NIfTI (x, y, z)
+    maps = expected[uid].segmentations
+    np.testing.assert_array_equal(np.asarray(seg1.dataobj).transpose(2, 1, 0), maps.seg1.astype(np.uint8))
+    np.testing.assert_array_equal(np.asarray(seg2.dataobj).transpose(2, 1, 0), maps.seg2.astype(np.uint8))
+    assert len(np.unique(maps.seg1)) > 1 and np.asarray(seg1.dataobj).max() <= len(VESSELS) + 1
     # the first and last review voxels sit on the first and last voxel of the crop in the original volume
     volume_affine = np.asarray(case["affine_lps"])
     corners = {(0, 0, 0): (box["x0"], box["y0"], box["z0"]), (31, 31, 31): (box["x1"] - 1, box["y1"] - 1, box["z1"] - 1)}

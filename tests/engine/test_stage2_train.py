@@ -1,12 +1,12 @@
-"""Stage 2 end to end on the demo cohort: dataset, tiny train3d -> finetune1 / finetune2, resume after SIGKILL.
+"""Stage 2 end to end on the demo cohort: dataset, tiny train3d -> finetune1 / finetune2, cancel and resume.
 
 demo_cohort -> convert -> crops in the ``rois`` layout -> the stage-2 nnU-Net dataset -> training jobs.
-The crops are written by stage 1's own crop writer (``engine.stage1.roi.save_crop`` / ``write_table``)
-with the box of the vessel and aneurysm masks standing in for the stage-1 model (a real ``roi`` needs a
-trained ``train2d``, another minute of CPU). Every training stage runs as a job does: its own process,
-``spec.json`` + ``events.jsonl`` in the job folder (nnU-Net freezes its folders at import). The
-fine-tunes get train3d's checkpoint path in ``init_from``, as the planner fills it in. Sizes are cut to 16^3 with 4-8-16 features to keep the module
-within about two minutes on a busy 2-core machine; the code path is the ``tiny`` profile's.
+The crops are written by stage 1's own crop writer with the box of the vessel and aneurysm masks standing
+in for the stage-1 model (``tests/engine/stage2_jobs.py``, the one place that sets up the stages' inputs).
+Every training stage is a job of the real CLI and runner (``rsna-tui run --follow``): its own process
+group, ``spec.json`` + ``events.jsonl`` + ``log.txt`` in the job folder. Sizes are cut to 16^3 with
+4-8-16 features to keep the module within about two minutes on a busy 2-core machine; the code path is
+the ``tiny`` profile's. How long the trainings take is a benchmark (``bench/bench_stage2_train.py``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import nibabel as nib
@@ -26,82 +25,17 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from engine.context import StageContext, WorkspaceLayout
-from engine.data import convert
 from engine.labels import LABEL_COLUMNS, LOCATIONS, MODALITY_INDEX
 from engine.nnunet_runtime import read_checkpoint
-from engine.stage1.fusion import Box3D
-from engine.stage1.roi import save_crop, write_table
 from engine.stage2 import dataset as stage2_dataset
 from engine.stage2.losses import StageTwoLoss
 from engine.stage2.model_files import build_network, load_network, network_spec, read_network_json
 from engine.stage2.targets import UNKNOWN_VESSEL, case_sampling_weights
 from engine.stages import get_stage
+from tests.engine.stage2_jobs import (REPO, cli_env, job_events, job_log, prepare_stage2_workspace, rsna_tui,
+                                      run_stage, set_options)
 
-REPO = Path(__file__).resolve().parents[2]
 SMALL = {"size": 16, "features": "4,8,16", "blocks": "1,1,1", "device": "cpu", "dataset_id": 201}
-
-#: The job process: what the runner does, reduced to the engine's side (events as JSON lines).
-CHILD = r"""
-import json, sys
-from pathlib import Path
-from engine.context import StageContext, WorkspaceLayout
-from engine.stages import get_stage
-
-job_dir = Path(sys.argv[1])
-spec = json.loads((job_dir / "spec.json").read_text())
-
-class Events:
-    def _write(self, event):
-        with open(job_dir / "events.jsonl", "a") as handle:
-            handle.write(json.dumps(event) + "\n")
-    def progress(self, done, total=None, message=""):
-        self._write({"type": "progress", "done": done, "total": total, "message": message})
-    def metric(self, name, value, step=None):
-        self._write({"type": "metric", "name": name, "value": float(value), "step": step})
-    def artefact(self, name, path):
-        self._write({"type": "artefact", "name": name, "path": str(path)})
-    def log(self, message):
-        self._write({"type": "log", "message": message})
-
-events = Events()
-stage = get_stage(spec["stage"])
-ctx = StageContext(WorkspaceLayout(Path(spec["workspace"])), job_dir, events, resume=spec["resume"], job_id=spec["id"], stage=spec["stage"])
-try:
-    stage.load()(stage.resolve("tiny", spec["params"]), ctx)
-except BaseException as error:
-    events._write({"type": "finished", "status": "failed", "error": repr(error)})
-    raise
-events._write({"type": "finished", "status": "succeeded"})
-"""
-
-
-def start_job(root: Path, job_id: str, stage: str, params: dict, resume: bool = False) -> subprocess.Popen:
-    job_dir = WorkspaceLayout(root).job_dir(job_id)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"id": job_id, "stage": stage, "params": params, "workspace": str(root), "resume": resume,
-            "created": datetime.now(timezone.utc).isoformat()}
-    (job_dir / "spec.json").write_text(json.dumps(spec))
-    # one thread per job: on a shared 2-core machine, tiny 3D convolutions run faster single-threaded
-    env = {**os.environ, "PYTHONPATH": str(REPO), "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0",
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(job_dir)], cwd=REPO, env=env, start_new_session=True,
-                            stdout=open(job_dir / "stdout.txt", "w"), stderr=subprocess.STDOUT)
-
-
-def events(root: Path, job_id: str) -> list[dict]:
-    path = WorkspaceLayout(root).job_dir(job_id) / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def run_job(root: Path, job_id: str, stage: str, params: dict, resume: bool = False) -> list[dict]:
-    process = start_job(root, job_id, stage, params, resume)
-    code = process.wait(timeout=600)
-    found = events(root, job_id)
-    if code != 0:
-        tail = (WorkspaceLayout(root).job_dir(job_id) / "stdout.txt").read_text()[-3000:]
-        pytest.fail(f"{stage} job {job_id} failed ({code}):\n{tail}")
-    return found
 
 
 def metrics(found: list[dict], name: str) -> list[tuple[int, float]]:
@@ -116,55 +50,18 @@ def logs(found: list[dict]) -> list[str]:
     return [e["message"] for e in found if e["type"] == "log"]
 
 
-def write_ground_truth_rois(ctx: StageContext, dataset: str, margin: int = 2) -> None:
-    """Crops in the ``rois`` layout from the box around each series' vessel and aneurysm voxels (the
-    whole volume when it has neither), written by stage 1's crop writer."""
-    converted = ctx.workspace.converted(dataset, "train")
-    out = ctx.workspace.rois(dataset, "train")
-    rows = []
-    for image_file in sorted((converted / "images").glob("*_0000.nii.gz")):
-        uid = image_file.name[: -len("_0000.nii.gz")]
-        image = nib.load(str(image_file))
-        spacing = image.header.get_zooms()[:3][::-1]
-        hit = np.zeros(image.shape[:3][::-1], dtype=bool)
-        for kind in ("masks", "vessels"):
-            if (converted / kind / f"{uid}.nii.gz").is_file():
-                hit |= np.asarray(nib.load(str(converted / kind / f"{uid}.nii.gz")).dataobj).transpose(2, 1, 0) > 0
-        if hit.any():
-            where = np.argwhere(hit)
-            lo, hi = np.maximum(where.min(0) - margin, 0), np.minimum(where.max(0) + 1 + margin, hit.shape)
-        else:
-            lo, hi = np.zeros(3, dtype=int), np.array(hit.shape)
-        box = Box3D(*((int(a), int(b)) for a, b in zip(lo, hi)), fallback="" if hit.any() else "whole volume")
-        save_crop(image_file, out / "images" / image_file.name, box)
-        for kind in ("masks", "vessels"):
-            if (converted / kind / f"{uid}.nii.gz").is_file():
-                save_crop(converted / kind / f"{uid}.nii.gz", out / kind / f"{uid}.nii.gz", box)
-        row = {"SeriesInstanceUID": uid, "fallback": box.fallback, "slices_used": 0, "seconds": 0.0}
-        for name, (a, b), step in zip("zyx", box.ranges, spacing):
-            row.update({f"{name}0": a, f"{name}1": b, f"{name}0_mm": a * float(step), f"{name}1_mm": b * float(step)})
-        rows.append(row)
-    write_table(out / "rois.csv", rows)
-
-
 @pytest.fixture(scope="module")
 def trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """demo -> convert -> crops -> train3d -> finetune1 -> finetune2, each a job process."""
+    """demo -> convert -> crops -> train3d -> finetune1 -> finetune2, each a job of the real CLI and runner."""
     root = tmp_path_factory.mktemp("stage2") / "ws"
-    ctx = StageContext.for_folder(root)
-    ctx.workspace.datasets.mkdir(parents=True, exist_ok=True)
-    (ctx.workspace.datasets / "demo").symlink_to(demo_cohort)
-    convert.run({"dataset": "demo", "split": "train", "workers": 1, "seed": 0}, ctx)
-    write_ground_truth_rois(ctx, "demo")
-    started = time.monotonic()
-    jobs = {"train3d": run_job(root, "t3d", "train3d", {**SMALL, "epochs": 3, "iterations": 3, "val_iterations": 1})}
-    seconds = {"train3d": time.monotonic() - started}
-    for stage, job in (("finetune1", "ft1"), ("finetune2", "ft2")):
-        started = time.monotonic()
-        jobs[stage] = run_job(root, job, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1,
-                                                 "init_from": artefacts(jobs["train3d"])["checkpoint"]})
-        seconds[stage] = time.monotonic() - started
-    return {"root": root, "ctx": ctx, "jobs": jobs, "seconds": seconds}
+    ctx = prepare_stage2_workspace(root, demo_cohort)
+    ids, jobs = {}, {}
+    ids["train3d"], jobs["train3d"] = run_stage(root, "train3d", {**SMALL, "epochs": 3, "iterations": 3, "val_iterations": 1})
+    start = artefacts(jobs["train3d"])["checkpoint"]  # explicit: not "the latest train3d of the workspace"
+    for stage in ("finetune1", "finetune2"):
+        ids[stage], jobs[stage] = run_stage(root, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1,
+                                                          "init_from": start})
+    return {"root": root, "ctx": ctx, "jobs": jobs, "ids": ids}
 
 
 # ---- dataset ---------------------------------------------------------------------------------------
@@ -293,7 +190,7 @@ def test_full_profile_plans_build_the_submitted_network() -> None:
 
 def test_train3d_learns_reports_and_leaves_the_model_contract(trained: dict) -> None:
     found = trained["jobs"]["train3d"]
-    assert found[-1] == {"type": "finished", "status": "succeeded"}
+    assert found[-1]["type"] == "finished" and found[-1]["status"] == "succeeded" and found[-1]["exit_code"] == 0
     loss = metrics(found, "train_loss")
     assert [s for s, _ in loss] == [0, 1, 2]
     # few random-augmented iterations per epoch: a later epoch below the first (the fixed-batch test is strict)
@@ -323,9 +220,23 @@ def test_train3d_learns_reports_and_leaves_the_model_contract(trained: dict) -> 
         assert torch.equal(tensor, checkpoint["network_weights"][name])
     heads = network.classify(torch.zeros(1, 1, 16, 16, 16), with_modality=True)
     assert heads.cls_present.shape == (1, 1) and heads.cls_locations.shape == (1, 13) and heads.modality.shape == (1, 4)
-    predictions = pd.read_csv(model / "fold_0" / "validation" / "predictions.csv")
+    predictions = pd.read_csv(model / "fold_0" / "validation" / "predictions.csv", dtype={"SeriesInstanceUID": str})
     assert list(predictions.columns) == ["SeriesInstanceUID", *LABEL_COLUMNS] and len(predictions) == 2
-    assert predictions[list(LABEL_COLUMNS)].apply(lambda c: c.between(0, 1)).all().all()
+    # the file holds the final network's heads on fold 0's validation cases, column by column
+    preprocessed = trained["root"] / "nnUNet_preprocessed" / "Dataset201_Stage2Cube"
+    validation = json.loads((preprocessed / "splits_final.json").read_text())[0]["val"]
+    assert sorted(predictions["SeriesInstanceUID"]) == sorted(validation)
+    folder = preprocessed / checkpoint["init_args"]["plans"]["configurations"]["3d_fullres"]["data_identifier"]
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    cases = infer_dataset_class(str(folder))(str(folder), validation)
+    network.eval()
+    for row in predictions.itertuples(index=False):
+        x = torch.from_numpy(np.asarray(cases.load_case(row.SeriesInstanceUID)[0][:], dtype=np.float32))[None]
+        with torch.no_grad():
+            heads = network.classify(x, with_modality=True)
+        expected = torch.sigmoid(torch.cat([heads.cls_locations[0], heads.cls_present[0]])).numpy()
+        np.testing.assert_allclose(np.asarray(row[1:], dtype=float), expected, atol=1e-5)
 
 
 def test_finetunes_start_from_train3d_weights_only(trained: dict) -> None:
@@ -384,33 +295,71 @@ def test_fixed_batch_overfits_with_the_training_loss_and_optimizer(trained: dict
     assert values[-1] < 0.7 * values[0], values
 
 
-def test_resume_after_sigkill_continues_from_the_last_checkpoint(trained: dict) -> None:
-    root: Path = trained["root"]
-    params = {**SMALL, "batch_size": 1, "epochs": 5, "iterations": 2, "val_iterations": 1, "initial_lr": 0.01}
-    process = start_job(root, "killed", "train3d", params)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            done = [s for s, _ in metrics(events(root, "killed"), "train_loss")]
-            if done and max(done) >= 1:  # two epochs finished, checkpoint_latest written after each
-                break
-            assert process.poll() is None, "the job ended before it could be killed"
-            time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
-    killed = events(root, "killed")
-    assert process.returncode == -signal.SIGKILL and not any(e["type"] == "finished" for e in killed)
-    latest = [p for p in (root / "nnUNet_results" / "Dataset201_Stage2Cube").glob("*/fold_0/checkpoint_latest.pth")]
-    assert len(latest) == 1
-    saved_epoch = read_checkpoint(latest[0])["current_epoch"]
-    assert 2 <= saved_epoch < 5
+def _process_group(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    import psutil
 
-    resumed = run_job(root, "resumed", "train3d", params, resume=True)
-    assert any(m == f"resuming from {latest[0]}" for m in logs(resumed))
-    steps = [s for s, _ in metrics(resumed, "train_loss")]
-    assert steps == list(range(saved_epoch, 5))  # the epoch counter continues
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        except (OSError, psutil.Error):
+            continue
+    return out
+
+
+def test_cancel_mid_epoch_then_resume_continues_from_the_checkpoint(trained: dict) -> None:
+    """``rsna-tui run --follow`` of a train3d, cancelled while its third epoch trains: finished
+    ``cancelled``, nothing left of its process group; ``rsna-tui resume`` goes on from the epoch-2 checkpoint."""
+    root: Path = trained["root"]
+    # batch 1: another plans name, so another results folder than the fixture's train3d
+    params = {**SMALL, "batch_size": 1, "epochs": 4, "iterations": 4, "val_iterations": 1, "initial_lr": 0.01}
+    follow = subprocess.Popen([sys.executable, "-m", "rsna_tui", "--workspace", str(root), "run", "--stage", "train3d",
+                               *set_options(params), "--follow"], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    job_id = int(follow.stdout.readline())
+    pgid = None
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # two epochs done (checkpoint_latest written before the progress event), the third training
+            found = job_events(root, job_id)
+            pgid = pgid or next((e["pid"] for e in found if e["type"] == "started"), None)
+            if max((e["done"] for e in found if e["type"] == "progress"), default=0) >= 2:
+                break
+            assert follow.poll() is None and not any(e["type"] == "finished" for e in found), job_log(root, job_id)
+            assert time.monotonic() < deadline, f"train3d job {job_id} did not finish two epochs:\n{job_log(root, job_id)}"
+            time.sleep(0.1)
+        assert rsna_tui(root, "cancel", str(job_id), "--grace", "10").stdout.split() == [str(job_id), "cancelled"]
+        output, _ = follow.communicate(timeout=60)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+        if pgid and _process_group(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+    cancelled = job_events(root, job_id)
+    assert follow.returncode == 1 and f"[{job_id} train3d] cancelled" in output
+    assert cancelled[-1]["type"] == "finished" and cancelled[-1]["status"] == "cancelled" and cancelled[-1]["exit_code"] == 143
+    assert _process_group(pgid) == [], "a process of the cancelled job's group is still running"
+    # cancelled inside epoch 2 (0-based): two epochs reported, the third never finished
+    assert [s for s, _ in metrics(cancelled, "train_loss")] == [0, 1]
+    latest = list((root / "nnUNet_results" / "Dataset201_Stage2Cube").glob("*_s16_*/fold_0/checkpoint_latest.pth"))
+    latest = [p for p in latest if not (p.parent / "checkpoint_final.pth").exists()]
+    assert len(latest) == 1 and read_checkpoint(latest[0])["current_epoch"] == 2
+    shown = json.loads(rsna_tui(root, "show", str(job_id), "--json").stdout)
+    assert shown["status"] == "cancelled" and shown["exit_code"] == 143
+
+    resumed_id = int(rsna_tui(root, "resume", str(job_id)).stdout)
+    deadline = time.monotonic() + 300
+    while not any(e["type"] == "finished" for e in job_events(root, resumed_id)):
+        assert time.monotonic() < deadline, f"resumed job {resumed_id} did not finish:\n{job_log(root, resumed_id)}"
+        time.sleep(0.2)
+    resumed = job_events(root, resumed_id)
+    assert resumed[-1]["status"] == "succeeded", job_log(root, resumed_id)
+    job = json.loads(rsna_tui(root, "show", str(resumed_id), "--json").stdout)
+    assert job["status"] == "succeeded" and job["parent_id"] == job_id and job["attempt"] == 2 and job["resume"] is True
+    assert f"resuming from {latest[0]}" in logs(resumed)
+    assert [s for s, _ in metrics(resumed, "train_loss")] == [2, 3]  # the epoch counter continues
     final = Path(artefacts(resumed)["checkpoint"])
-    assert final.parent == latest[0].parent and read_checkpoint(final)["current_epoch"] == 5
+    assert final.parent == latest[0].parent and read_checkpoint(final)["current_epoch"] == 4
     assert not latest[0].exists()  # nnU-Net removes checkpoint_latest once final is written
-    assert sum(trained["seconds"].values()) < 600, trained["seconds"]

@@ -1,0 +1,93 @@
+"""Job manager edge states and races, with real CLI processes and real job processes.
+
+Several ``rsna-tui run`` processes racing for one GPU slot; a ``starting`` job whose process never
+came or already went; retry / resume of a running job; cancel of a finished job; a bad status filter.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+from rsna_tui.jobs.manager import LAUNCH_TIMEOUT_S, JobManager
+from tests.app.conftest import REPO, events_of, wait_for
+
+RACERS = 4
+
+
+def test_cli_processes_racing_for_one_gpu_slot_take_it_in_turn(job_env: dict, manager: JobManager) -> None:
+    """Four CLIs submit a GPU job at the same moment (two of them follow theirs, so they schedule too):
+    every job runs, each alone on slot 0, and none is left queued."""
+    commands = [[sys.executable, "-m", "rsna_tui", "run", "--stage", "test-gpu-sleep", "--set", "seconds=0.6",
+                 "--set", "steps=1", *(["--follow"] if i % 2 else [])] for i in range(RACERS)]
+    racers = [subprocess.Popen(c, cwd=REPO, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for c in commands]
+    outputs = [r.communicate(timeout=120) for r in racers]
+    assert [r.returncode for r in racers] == [0] * RACERS, outputs
+    ids = [int(out.split()[0]) for out, _ in outputs]
+    assert len(set(ids)) == RACERS
+    done = [wait_for(manager, job_id, lambda j: j.terminal, timeout=60) for job_id in ids]
+    assert [j.status for j in done] == ["succeeded"] * RACERS, [(j.id, j.status, j.error) for j in done]
+    assert {j.gpu_slot for j in done} == {0}
+    for a, b in combinations(sorted(done, key=lambda j: j.started_at), 2):
+        assert a.finished_at <= b.started_at, f"jobs {a.id} and {b.id} held GPU slot 0 at the same time"
+    assert manager.store.list_jobs(status="queued") == [] and manager.store.list_jobs(status="starting") == []
+
+
+def test_a_starting_job_without_a_process_becomes_lost(manager: JobManager) -> None:
+    """Its launcher died between picking it and starting it: lost after the launch timeout, not before."""
+    fresh = manager.submit("test-sleep", start=False, cwd=REPO)
+    stale = manager.submit("test-sleep", start=False, cwd=REPO)
+    now = time.time()
+    manager.store.update_job(fresh.id, status="starting", started_at=now - LAUNCH_TIMEOUT_S / 2)
+    manager.store.update_job(stale.id, status="starting", started_at=now - LAUNCH_TIMEOUT_S - 1)
+    manager.refresh()
+    assert manager.job(fresh.id).status == "starting"  # still within its launch time
+    lost = manager.job(stale.id)
+    assert lost.status == "lost" and lost.error.startswith("never launched") and lost.finished_at >= now
+
+
+def test_a_starting_job_whose_process_is_gone_becomes_lost(manager: JobManager) -> None:
+    """Launched, then gone before its runner wrote a single event."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    job = manager.submit("test-sleep", start=False, cwd=REPO)
+    manager.store.update_job(job.id, status="starting", started_at=time.time(), native_id=str(gone.pid),
+                             host=manager.executors["local"].host, proc_create_time=time.time() - 5)
+    manager.refresh()
+    lost = manager.job(job.id)
+    assert lost.status == "lost" and f"process {gone.pid}" in lost.error and "log is empty" in lost.error
+
+
+def test_retry_or_resume_of_a_running_job_is_refused(cli, manager: JobManager) -> None:
+    running = manager.submit("test-gpu-sleep", overrides=["seconds=30"], cwd=REPO)
+    wait_for(manager, running.id, lambda j: j.status == "running", timeout=15)
+    for command in ("retry", "resume"):
+        refused = cli(command, str(running.id), check=False)
+        assert refused.returncode == 1, (command, refused.stdout, refused.stderr)
+        assert f"job {running.id} is running; cancel it first" in refused.stderr
+    assert [j.id for j in manager.store.list_jobs()] == [running.id], "a refused retry left a job behind"
+    assert manager.job(running.id).status == "running"
+
+
+def test_cancel_of_a_finished_job_changes_nothing(cli, manager: JobManager, workspace: Path) -> None:
+    job = manager.submit("test-sleep", overrides=["seconds=0.1"], cwd=REPO)
+    before = wait_for(manager, job.id, lambda j: j.terminal)
+    assert before.status == "succeeded"
+    events = events_of(workspace, job.id)
+    result = cli("cancel", str(job.id), "--grace", "1")
+    assert result.stdout.split() == [str(job.id), "succeeded"]
+    after = manager.job(job.id)
+    assert (after.status, after.finished_at, after.exit_code, after.error) == \
+        (before.status, before.finished_at, before.exit_code, before.error)
+    assert events_of(workspace, job.id) == events
+
+
+def test_jobs_with_an_unknown_status_exits_2_listing_the_statuses(cli) -> None:
+    result = cli("jobs", "--status", "bogus", check=False)
+    assert result.returncode == 2 and "unknown status 'bogus'" in result.stderr
+    assert "queued" in result.stderr and "succeeded" in result.stderr and "lost" in result.stderr
+    assert json.loads(cli("jobs", "--json", "--status", "lost").stdout) == []
