@@ -1,13 +1,13 @@
 """train2d and roi end to end: demo cohort -> convert -> stage1-data -> tiny train2d -> roi.
 
-One tiny CPU training is shared by the module (4 mm slices, 8-16-32 features). Some positive series
-are held out of the 2D dataset (their vessel masks removed before stage1-data), so the coverage
-check runs on localizers of volumes the model never saw. Then roi on real scans, and a resume.
+One tiny CPU training (4 mm slices, 8-16-32 features; ``stage1_trained`` of ``tests/engine/conftest.py``)
+is shared. Some positive series are held out of the 2D dataset (their vessel masks removed before
+stage1-data), so the coverage check runs on localizers of volumes the model never saw. Then roi on
+real scans, and a resume.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import dicom2nifti
@@ -17,32 +17,15 @@ import pandas as pd
 import pytest
 
 from engine.context import StageContext
-from engine.data import convert
 from engine.nnunet_runtime import load_predictor, read_checkpoint
-from engine.stage1 import dataset, roi, train
+from engine.stage1 import roi, train
 from engine.stages import get_stage
-
-SPACING = "4,4"  # the demo's ~5 mm voxels as ~40 x 40 slices: seconds per epoch on one core
 
 
 @pytest.fixture(scope="module")
-def trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    ctx = StageContext.for_folder(tmp_path_factory.mktemp("stage1") / "ws")
-    name = str(demo_cohort)
-    convert.run({"dataset": name, "split": "train", "workers": 1, "seed": 0}, ctx)
-    converted = ctx.workspace.converted(name, "train")
-    points = pd.read_csv(converted / "localizers_voxel.csv")
-    positives = sorted(u for u in points["SeriesInstanceUID"].unique() if (converted / "vessels" / f"{u}.nii.gz").exists())
-    held_out = positives[::2]
-    stash = ctx.workspace.root / "held_out_vessels"
-    stash.mkdir()
-    for uid in held_out:
-        shutil.move(converted / "vessels" / f"{uid}.nii.gz", stash / f"{uid}.nii.gz")
-    dataset.run(get_stage("stage1-data").resolve("tiny", {"dataset": name, "spacing": SPACING}), ctx)
-
-    train_ctx = StageContext.for_folder(ctx.workspace.root, job_id="train2d")
-    train.run(get_stage("train2d").resolve("tiny", {"validate": False, "device": "cpu"}), train_ctx)
-    return {"name": name, "ctx": ctx, "train": train_ctx.reporter, "held_out": held_out, "converted": converted}
+def trained(stage1_trained: dict) -> dict:
+    """The module's tiny train2d (``tests/engine/conftest.py``)."""
+    return stage1_trained
 
 
 def test_tiny_training_learns_reports_and_leaves_an_nnunet_results_folder(trained: dict) -> None:
@@ -158,6 +141,42 @@ def test_roi_on_real_scans(trained: dict, shared_data: Path, tmp_path: Path) -> 
         crop = nib.load(ctx.workspace.rois("real", "test") / "images" / f"{uid}_0000.nii.gz")
         assert crop.shape == (row.x1 - row.x0, row.y1 - row.y0, row.z1 - row.z0)
     assert ctx.reporter.metrics("coverage") == []  # no localizers for these scans
+
+
+def test_roi_box_on_a_real_tof_mra_holds_its_vessels(shared_data: Path, tmp_path: Path) -> None:
+    """The real TOF-MRA (niivue chris_MRA, background suppressed), whose vessels are its brightest voxels
+    (flowing blood is what TOF makes bright): the box must hold them, not merely lie inside the volume.
+
+    The stage-1 model is ``write_threshold_stage1_model``'s pointwise detector (deterministic; the tiny
+    train2d of the demo boxes 80-95% of this scan depending on the run), so what is checked is the
+    stage's own geometry on a real scan: nine slices, resampling, fusion and the box placed back in the
+    volume's (z, y, x) voxels. An axis mix-up or a flip puts the box beside the vessels."""
+    from engine.inference.synthetic import write_threshold_stage1_model
+
+    ctx = StageContext.for_folder(tmp_path / "ws", job_id="roi-tof")
+    images = ctx.workspace.converted("tof", "test") / "images"
+    images.mkdir(parents=True)
+    img = _lps(nib.load(str(shared_data / "niivue-demo-images" / "chris_MRA.nii.gz")))
+    nib.save(img, str(images / "tof_0000.nii.gz"))
+    volume = np.asarray(img.dataobj).transpose(2, 1, 0)  # (z, y, x)
+    assert volume.shape == (120, 256, 200)
+    model = write_threshold_stage1_model(tmp_path / "stage1", patch=(64, 64), spacing=(2.0, 2.0))
+    roi.run(get_stage("roi").resolve("tiny", {"dataset": "tof", "split": "test", "device": "cpu", "model": str(model)}),
+            ctx)
+    row = pd.read_csv(ctx.workspace.rois("tof", "test") / "rois.csv", keep_default_na=False).iloc[0]
+    assert row.fallback == "", row.to_dict()
+    lo, hi = np.array([row.z0, row.y0, row.x0]), np.array([row.z1, row.y1, row.x1])
+    vessels = np.argwhere(volume > np.percentile(volume, 99.9))
+
+    def held(start: np.ndarray) -> float:
+        return float(np.all((vessels >= start) & (vessels < start + hi - lo), axis=1).mean())
+
+    box_fraction = np.prod(hi - lo) / volume.size
+    assert box_fraction <= 0.25, f"the box {lo}..{hi} is {box_fraction:.0%} of the volume"
+    assert held(lo) >= 0.55 and held(lo) >= 2.5 * box_fraction, \
+        f"the box {lo}..{hi} ({box_fraction:.0%} of the volume) holds {held(lo):.0%} of the vessel voxels"
+    flipped_y = np.array([lo[0], volume.shape[1] - hi[1], lo[2]])  # the same box mirrored front to back
+    assert held(flipped_y) < 0.5 * held(lo), (held(flipped_y), held(lo))
 
 
 def test_resume_continues_from_the_final_checkpoint(trained: dict) -> None:

@@ -32,10 +32,8 @@ from engine.stage2.losses import StageTwoLoss
 from engine.stage2.model_files import build_network, load_network, network_spec, read_network_json
 from engine.stage2.targets import UNKNOWN_VESSEL, case_sampling_weights
 from engine.stages import get_stage
-from tests.engine.stage2_jobs import (REPO, cli_env, job_events, job_log, prepare_stage2_workspace, rsna_tui,
-                                      run_stage, set_options)
+from tests.engine.stage2_jobs import REPO, SMALL, cli_env, job_events, job_log, rsna_tui, set_options
 
-SMALL = {"size": 16, "features": "4,8,16", "blocks": "1,1,1", "device": "cpu", "dataset_id": 201}
 
 
 def metrics(found: list[dict], name: str) -> list[tuple[int, float]]:
@@ -51,17 +49,9 @@ def logs(found: list[dict]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """demo -> convert -> crops -> train3d -> finetune1 -> finetune2, each a job of the real CLI and runner."""
-    root = tmp_path_factory.mktemp("stage2") / "ws"
-    ctx = prepare_stage2_workspace(root, demo_cohort)
-    ids, jobs = {}, {}
-    ids["train3d"], jobs["train3d"] = run_stage(root, "train3d", {**SMALL, "epochs": 3, "iterations": 3, "val_iterations": 1})
-    start = artefacts(jobs["train3d"])["checkpoint"]  # explicit: not "the latest train3d of the workspace"
-    for stage in ("finetune1", "finetune2"):
-        ids[stage], jobs[stage] = run_stage(root, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1,
-                                                          "init_from": start})
-    return {"root": root, "ctx": ctx, "jobs": jobs, "ids": ids}
+def trained(stage2_trained: dict) -> dict:
+    """demo -> convert -> crops -> train3d -> finetune1 -> finetune2 (``tests/engine/conftest.py``)."""
+    return stage2_trained
 
 
 # ---- dataset ---------------------------------------------------------------------------------------
