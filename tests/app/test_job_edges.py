@@ -90,3 +90,14 @@ def test_jobs_with_an_unknown_status_exits_2_listing_the_statuses(cli) -> None:
     assert result.returncode == 2 and "unknown status 'bogus'" in result.stderr
     assert "queued" in result.stderr and "succeeded" in result.stderr and "lost" in result.stderr
     assert json.loads(cli("jobs", "--json", "--status", "lost").stdout) == []
+
+
+def test_forked_pool_workers_of_a_job_die_by_sigterm_and_the_job_ends(manager: JobManager, workspace: Path) -> None:
+    """A pool's exit SIGTERMs its forked workers. They must die of it, not run the runner's cancel
+    handler (inherited through fork): that raised ``Cancelled`` inside the workers, left a queue lock
+    held and, now and then, hung the job for ever in nnU-Net's fingerprint step."""
+    job = manager.submit("test-sleep", function="tests.app.fork_pool_stage:run", cwd=REPO)
+    done = wait_for(manager, job.id, lambda j: j.terminal, timeout=60)
+    log = (workspace / "jobs" / str(job.id) / "log.txt").read_text()
+    assert done.status == "succeeded", (done.error, log[-2000:])
+    assert "four forked pools done" in log and "Cancelled" not in log and "Traceback" not in log, log[-2000:]
