@@ -42,7 +42,8 @@ def _tree_cpu_seconds(pids: list[int]) -> float:
 def test_tree_sampler_cpu_is_the_trees_cpu_time_over_wall_time() -> None:
     """A child that spins: the sampled percentage is the tree's CPU seconds per wall second, measured
     here from psutil's counters over the same interval (not a bound that any number passes)."""
-    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
     try:
         sampler = TreeSampler(os.getpid())
         pids = [os.getpid(), child.pid]

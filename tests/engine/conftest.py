@@ -31,7 +31,8 @@ def stage1_trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) 
     convert.run({"dataset": name, "split": "train", "workers": 1, "seed": 0}, ctx)
     converted = ctx.workspace.converted(name, "train")
     points = pd.read_csv(converted / "localizers_voxel.csv")
-    positives = sorted(u for u in points["SeriesInstanceUID"].unique() if (converted / "vessels" / f"{u}.nii.gz").exists())
+    positives = sorted(u for u in points["SeriesInstanceUID"].unique()
+                       if (converted / "vessels" / f"{u}.nii.gz").exists())
     held_out = positives[::2]
     stash = ctx.workspace.root / "held_out_vessels"
     stash.mkdir()
@@ -54,7 +55,8 @@ def stage2_trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("stage2") / "ws"
     ctx = prepare_stage2_workspace(root, demo_cohort)
     ids, jobs = {}, {}
-    ids["train3d"], jobs["train3d"] = run_stage(root, "train3d", {**SMALL, "epochs": 3, "iterations": 3, "val_iterations": 1})
+    ids["train3d"], jobs["train3d"] = run_stage(root, "train3d",
+                                                {**SMALL, "epochs": 3, "iterations": 3, "val_iterations": 1})
     start = _artefacts(jobs["train3d"])["checkpoint"]  # explicit: not "the latest train3d of the workspace"
     for stage in ("finetune1", "finetune2"):
         ids[stage], jobs[stage] = run_stage(root, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1,

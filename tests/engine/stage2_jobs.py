@@ -77,9 +77,11 @@ def run_stage(root: Path, stage: str, params: dict[str, Any], timeout: float = 6
     try:
         job = json.loads(result.stdout)
     except json.JSONDecodeError:
-        raise AssertionError(f"{stage}: no job JSON (exit {result.returncode}):\n{result.stdout}\n{result.stderr}") from None
+        raise AssertionError(f"{stage}: no job JSON (exit {result.returncode}):\n{result.stdout}\n"
+                             f"{result.stderr}") from None
     if result.returncode != 0 or job["status"] != "succeeded":
-        raise AssertionError(f"{stage} job {job['id']} {job['status']}: {job.get('error')}\n{job_log(root, job['id'])}")
+        raise AssertionError(f"{stage} job {job['id']} {job['status']}: {job.get('error')}\n"
+                             f"{job_log(root, job['id'])}")
     return int(job["id"]), job_events(root, job["id"])
 
 

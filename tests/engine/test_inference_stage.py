@@ -70,7 +70,8 @@ def test_predict_demo_test_split_then_evaluate(trained_workspace: Path, models: 
     models = trained_workspace / "nnUNet_results"
     reference = Predictor(models / "s1" / STAGE1_FOLDER, [models / "f1" / STAGE2_FOLDER, models / "f2" / STAGE2_FOLDER],
                           tta=8, device="cpu", segmentations=True)
-    expected = {uid: reference.predict_series(demo_cohort / "test" / "series" / uid) for uid in table["SeriesInstanceUID"]}
+    expected = {uid: reference.predict_series(demo_cohort / "test" / "series" / uid)
+                for uid in table["SeriesInstanceUID"]}
     for row in table.itertuples(index=False):
         np.testing.assert_allclose(np.asarray(row[1:15], dtype=float), expected[row.SeriesInstanceUID].probabilities,
                                    rtol=0, atol=1e-6)

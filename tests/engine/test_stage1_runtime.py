@@ -69,7 +69,8 @@ def test_environment_points_nnunet_at_the_workspace(tmp_path: Path, monkeypatch:
         monkeypatch.delenv(key, raising=False)
     cores = min(os.cpu_count() or 1, 8)
     values = configure_environment(WorkspaceLayout(tmp_path))  # default: the machine's cores
-    assert values["nnUNet_def_n_proc"] == str(cores) and values["nnUNet_n_proc_DA"] == str(0 if cores <= 2 else cores - 1)
+    assert values["nnUNet_def_n_proc"] == str(cores)
+    assert values["nnUNet_n_proc_DA"] == str(0 if cores <= 2 else cores - 1)
     # a value the user set wins over the computed one
     monkeypatch.setenv("nnUNet_n_proc_DA", "3")
     assert configure_environment(WorkspaceLayout(tmp_path), processes=2)["nnUNet_n_proc_DA"] == "3"

@@ -301,7 +301,8 @@ def test_branch2_awdc_is_a_plain_dice_by_default_as_in_the_original() -> None:
     logits2 = torch.randn(1, 14, 6, 6, 6) * 2
     out = StageTwoOutput([torch.randn(1, 15, 6, 6, 6)], [logits2], *_heads())
     cls = (torch.ones(1), torch.zeros(1, 13), torch.tensor([0]))
-    default, heated = StageTwoLoss(n_outputs=1)(out, labels, *cls), StageTwoLoss(1, branch2_aneurysm_heat=True)(out, labels, *cls)
+    default = StageTwoLoss(n_outputs=1)(out, labels, *cls)
+    heated = StageTwoLoss(n_outputs=1, branch2_aneurysm_heat=True)(out, labels, *cls)
     t2 = decoder2_target(labels[:, 0].long())
     branch = BranchLoss(SPEC_CE_WEIGHTS_2, None)
     assert default.seg2.item() == pytest.approx(branch(logits2, t2, None).item(), rel=1e-6)

@@ -35,7 +35,6 @@ from engine.stages import get_stage
 from tests.engine.stage2_jobs import REPO, SMALL, cli_env, job_events, job_log, rsna_tui, set_options
 
 
-
 def metrics(found: list[dict], name: str) -> list[tuple[int, float]]:
     return [(e["step"], e["value"]) for e in found if e["type"] == "metric" and e["name"] == name]
 
@@ -318,7 +317,7 @@ def test_cancel_mid_epoch_then_resume_continues_from_the_checkpoint(trained: dic
             if max((e["done"] for e in found if e["type"] == "progress"), default=0) >= 2:
                 break
             assert follow.poll() is None and not any(e["type"] == "finished" for e in found), job_log(root, job_id)
-            assert time.monotonic() < deadline, f"train3d job {job_id} did not finish two epochs:\n{job_log(root, job_id)}"
+            assert time.monotonic() < deadline, f"job {job_id} did not finish two epochs:\n{job_log(root, job_id)}"
             time.sleep(0.1)
         assert rsna_tui(root, "cancel", str(job_id), "--grace", "10").stdout.split() == [str(job_id), "cancelled"]
         output, _ = follow.communicate(timeout=60)
@@ -329,7 +328,8 @@ def test_cancel_mid_epoch_then_resume_continues_from_the_checkpoint(trained: dic
             os.killpg(pgid, signal.SIGKILL)
     cancelled = job_events(root, job_id)
     assert follow.returncode == 1 and f"[{job_id} train3d] cancelled" in output
-    assert cancelled[-1]["type"] == "finished" and cancelled[-1]["status"] == "cancelled" and cancelled[-1]["exit_code"] == 143
+    finished = cancelled[-1]
+    assert (finished["type"], finished["status"], finished["exit_code"]) == ("finished", "cancelled", 143)
     assert _process_group(pgid) == [], "a process of the cancelled job's group is still running"
     # cancelled inside epoch 2 (0-based): two epochs reported, the third never finished
     assert [s for s, _ in metrics(cancelled, "train_loss")] == [0, 1]
