@@ -22,7 +22,7 @@ def test_cli_processes_racing_for_one_gpu_slot_take_it_in_turn(job_env: dict, ma
     """Four CLIs submit a GPU job at the same moment (two of them follow theirs, so they schedule too):
     every job runs, each alone on slot 0, and none is left queued."""
     commands = [[sys.executable, "-m", "rsna_tui", "run", "--stage", "test-gpu-sleep", "--set", "seconds=0.6",
-                 "--set", "steps=1", *(["--follow"] if i % 2 else [])] for i in range(RACERS)]
+                 "--set", "steps=1", "--force", *(["--follow"] if i % 2 else [])] for i in range(RACERS)]
     racers = [subprocess.Popen(c, cwd=REPO, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for c in commands]
     outputs = [r.communicate(timeout=120) for r in racers]

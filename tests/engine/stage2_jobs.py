@@ -70,10 +70,11 @@ def job_log(root: Path, job_id: int | str, chars: int = 3000) -> str:
 
 
 def run_stage(root: Path, stage: str, params: dict[str, Any], timeout: float = 600) -> tuple[int, list[dict[str, Any]]]:
-    """``rsna-tui run --stage STAGE --set ... --follow --json``; the job id and its events, or an
+    """``rsna-tui run --stage STAGE --no-deps --set ... --follow --json``; the job id and its events, or an
     AssertionError with the job's log when it did not succeed."""
-    result = rsna_tui(root, "run", "--stage", stage, *set_options(params), "--follow", "--json", check=False,
-                      timeout=timeout)
+    # --no-deps: only this stage (its inputs are prepare_stage2_workspace's folders and explicit paths)
+    result = rsna_tui(root, "run", "--stage", stage, "--no-deps", *set_options(params), "--follow", "--json",
+                      check=False, timeout=timeout)
     try:
         job = json.loads(result.stdout)
     except json.JSONDecodeError:

@@ -307,7 +307,7 @@ def test_cancel_mid_epoch_then_resume_continues_from_the_checkpoint(trained: dic
     epochs = 5
     params = {**SMALL, "batch_size": 1, "epochs": epochs, "iterations": 5, "val_iterations": 1, "initial_lr": 0.01}
     follow = subprocess.Popen([sys.executable, "-m", "rsna_tui", "--workspace", str(root), "run", "--stage", "train3d",
-                               *set_options(params), "--follow"], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
+                               "--no-deps", *set_options(params), "--follow"], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     job_id = int(follow.stdout.readline())
     pgid = None
