@@ -20,8 +20,7 @@ from sklearn.metrics import roc_auc_score
 from engine.context import StageContext
 from engine.inference import Predictor, run
 from engine.inference.stage import score, stage2_models
-from engine.inference.synthetic import (STAGE1_FOLDER, STAGE2_FOLDER, write_stage2_model,
-                                        write_threshold_stage1_model)
+from engine.inference.synthetic import write_stage2_model, write_threshold_stage1_model
 from engine.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, VESSELS
 from engine.metrics import EvaluationError, evaluate
 from engine.metrics import run as evaluate_stage
@@ -67,9 +66,7 @@ def test_predict_demo_test_split_then_evaluate(trained_workspace: Path, models: 
     assert (case_table["status"] == "ok").all() and (case_table["seconds"] > 0).all()
     assert (case_table["slice_gap"] == "").all()
     # every row is what the two-model predictor gives that series on its own (columns in order)
-    models = trained_workspace / "nnUNet_results"
-    reference = Predictor(models / "s1" / STAGE1_FOLDER, [models / "f1" / STAGE2_FOLDER, models / "f2" / STAGE2_FOLDER],
-                          tta=8, device="cpu", segmentations=True)
+    reference = Predictor(models["s1"], [models["f1"], models["f2"]], tta=8, device="cpu", segmentations=True)
     expected = {uid: reference.predict_series(demo_cohort / "test" / "series" / uid)
                 for uid in table["SeriesInstanceUID"]}
     for row in table.itertuples(index=False):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -309,7 +310,8 @@ def test_cancel_mid_epoch_then_resume_continues_from_the_checkpoint(trained: dic
     follow = subprocess.Popen([sys.executable, "-m", "rsna_tui", "--workspace", str(root), "run", "--stage", "train3d",
                                "--no-deps", *set_options(params), "--follow"], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
-    job_id = int(follow.stdout.readline())
+    plan_line = follow.stdout.readline()  # the plan: "0 train3d  run as job N  --no-deps"
+    job_id = int(re.search(r"job (\d+)", plan_line).group(1))
     pgid = None
     try:
         deadline = time.monotonic() + 300
