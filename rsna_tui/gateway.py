@@ -16,14 +16,20 @@ from rsna_tui.workspace import Workspace
 ENSEMBLE_STAGES = ("finetune1", "finetune2")
 
 
-def latest_artefact(store: Store, stage: str, name: str) -> Path | None:
-    """The artefact ``name`` of the newest succeeded ``stage`` job that registered it and whose file
-    is still there; None when there is none."""
+def latest_job_with(store: Store, stage: str, name: str) -> tuple[int, Path] | None:
+    """The newest succeeded ``stage`` job that registered artefact ``name`` whose file is still
+    there, as (job id, path); None when there is none. Shared by the gateway and ``export-kaggle``."""
     for job in store.list_jobs(status="succeeded", stage=stage):  # highest id first
         path = store.artefacts(job.id).get(name)
         if path and Path(path).exists():
-            return Path(path)
+            return job.id, Path(path)
     return None
+
+
+def latest_artefact(store: Store, stage: str, name: str) -> Path | None:
+    """The path of :func:`latest_job_with`'s artefact; None when there is none."""
+    found = latest_job_with(store, stage, name)
+    return found[1] if found else None
 
 
 def workspace_models(store: Store) -> tuple[Path | None, list[Path]]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import engine
 from engine.stages import get_stage
+from rsna_tui.gateway import latest_job_with
 from rsna_tui.jobs.manager import JobError
 from rsna_tui.jobs.store import Store
 
@@ -80,10 +81,8 @@ def resolve_model(store: Store, ref: str, stages: tuple[str, ...]) -> ModelSourc
 
 
 def latest_model(store: Store, stage: str) -> ModelSource | None:
-    for job in store.list_jobs(status="succeeded", stage=stage):
-        if "model" in store.artefacts(job.id):
-            return resolve_model(store, str(job.id), (stage,))
-    return None
+    found = latest_job_with(store, stage, "model")
+    return resolve_model(store, str(found[0]), (stage,)) if found else None
 
 
 def choose_models(store: Store, stage1: str, models: str) -> tuple[ModelSource, list[ModelSource]]:
