@@ -97,6 +97,7 @@ class SlurmCluster:
         r = self.root
         for sub in ("etc", "munge", "state", "spool", "log", "dev"):
             (r / sub).mkdir()
+            (r / sub).chmod(0o755)  # munged needs a world-searchable socket folder, whatever the umask
         (r / "etc").chmod(0o700)
         key = r / "etc" / "munge.key"
         key.write_bytes(os.urandom(1024))
