@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from rsna_tui.review.render import OVERLAYS, fit, legend, render
+from rsna_tui.review.render import OVERLAYS, Picture, fit, legend, render
 from rsna_tui.review.volume import CaseData
 from rsna_tui.review.windows import Window
 
@@ -38,6 +38,24 @@ def _centred(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font
     draw.text((xy[0] - (right - left) / 2 - left, xy[1] - (bottom - top) / 2 - top), text, fill=TEXT, font=font)
 
 
+def _letters(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], sides: dict[str, str], font: Any) -> None:
+    """The four orientation letters centred on the sides of ``box`` (x, y, width, height), in its margin."""
+    x0, y0, width, height = box
+    _centred(draw, (x0 + width / 2, y0 - MARGIN / 2), sides["top"], font)
+    _centred(draw, (x0 + width / 2, y0 + height + MARGIN / 2), sides["bottom"], font)
+    _centred(draw, (x0 - MARGIN / 2, y0 + height / 2), sides["left"], font)
+    _centred(draw, (x0 + width + MARGIN / 2, y0 + height / 2), sides["right"], font)
+
+
+def annotated(picture: Picture) -> Image.Image:
+    """The picture inside a margin holding its letters (the terminal graphics renderer shows this)."""
+    height, width = picture.rgb.shape[:2]
+    canvas = Image.new("RGB", (width + 2 * MARGIN, height + 2 * MARGIN), BACKGROUND)
+    canvas.paste(Image.fromarray(picture.rgb, "RGB"), (MARGIN, MARGIN))
+    _letters(ImageDraw.Draw(canvas), (MARGIN, MARGIN, width, height), picture.letters, _font(20))
+    return canvas
+
+
 def write_png(case: CaseData, plane: str, index: int, window: Window, path: Path | str, title: str = "",
               overlays: frozenset[str] = frozenset(OVERLAYS), convention: str = "radiological",
               size: int = SIZE) -> dict[str, Any]:
@@ -50,10 +68,7 @@ def write_png(case: CaseData, plane: str, index: int, window: Window, path: Path
     draw = ImageDraw.Draw(canvas)
     big, small = _font(20), _font(12)
     sides = picture.letters
-    _centred(draw, (x0 + width / 2, y0 - MARGIN / 2), sides["top"], big)
-    _centred(draw, (x0 + width / 2, y0 + height + MARGIN / 2), sides["bottom"], big)
-    _centred(draw, (x0 - MARGIN / 2, y0 + height / 2), sides["left"], big)
-    _centred(draw, (x0 + width + MARGIN / 2, y0 + height / 2), sides["right"], big)
+    _letters(draw, (x0, y0, width, height), sides, big)
     count = case.slice_count(plane)
     heading = f"{title}  {plane} {index + 1}/{count}  {window.describe()}".strip()
     draw.text((8, 4), heading, fill=TEXT, font=small)

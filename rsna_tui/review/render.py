@@ -163,14 +163,14 @@ def _box(rgb: np.ndarray, case: CaseData, picture: Picture) -> None:
 
 def _points(rgb: np.ndarray, case: CaseData, picture: Picture) -> None:
     height, width = rgb.shape[:2]
-    radius = max(2.5, min(height, width) / 40)
+    radius = max(2.0, min(height, width) / 40)
     yy, xx = np.mgrid[0:height, 0:width]
     for point in case.points:
         if round(picture.geometry.slice_pixel(point.ijk)[2]) != 0:
             continue
         y, x = picture.output_pixel(point.ijk)
         distance = np.hypot(yy - y, xx - x)
-        ring = (np.abs(distance - radius) <= 0.75) | (distance <= 0.75)
+        ring = (np.abs(distance - radius) <= 0.6) | (distance <= 0.6)
         rgb[ring] = POINT_COLOUR
 
 

@@ -20,12 +20,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from nibabel.affines import apply_affine
-from scipy import ndimage
 
 from engine.data.geometry import patient_to_voxel
-from engine.inference.review import CASE_FILE
-from engine.inference.review_extras import LOCALIZERS_FILE, VOLUME_FILE
 from engine.labels import LOCATIONS, VESSELS
+
+#: The file names of ``engine.inference.review`` / ``review_extras``, not imported from there because
+#: importing ``engine.inference`` loads torch (seconds), which the review needs nowhere (tested equal).
+CASE_FILE, VOLUME_FILE, LOCALIZERS_FILE = "case.json", "volume.nii", "localizers.csv"
 
 PLANES = ("axial", "coronal", "sagittal")
 #: The voxel axis (0 = i, 1 = j, 2 = k) each plane cuts.
@@ -108,6 +109,8 @@ class CaseData:
         The saved maps are arg-max labels, not probabilities, so "strongest" is where the most
         neighbouring voxels say aneurysm.
         """
+        from scipy import ndimage  # only here: scipy.ndimage adds a fifth of a second to every start
+
         if "seg1" not in self.maps:
             return None
         data, volume_to_map = self.maps["seg1"]
