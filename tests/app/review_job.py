@@ -19,8 +19,6 @@ import pytest
 from pydicom.uid import generate_uid
 
 from engine.context import StageContext, WorkspaceLayout
-from engine.inference import run as predict
-from engine.inference.synthetic import write_stage2_model, write_threshold_stage1_model
 from engine.labels import LOCATIONS
 from rsna_tui.jobs.events import EVENTS, EventReporter, EventWriter
 from rsna_tui.jobs.fold import fold_job
@@ -91,6 +89,9 @@ def mirror_series(dataset: Path, uid: str) -> str:
 
 
 def build_review_job(root: Path, demo_cohort: Path) -> ReviewJob:
+    from engine.inference import run as predict  # torch: only when a review test runs
+    from engine.inference.synthetic import write_stage2_model, write_threshold_stage1_model
+
     workspace = root / "ws"
     dataset = workspace / "datasets" / "demo"
     shutil.copytree(demo_cohort, dataset)
