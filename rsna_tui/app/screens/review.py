@@ -22,6 +22,11 @@ from rsna_tui.review.cases import Case, ReviewError, ReviewJob, load_review
 from rsna_tui.review.table import FILTER_NAMES, FILTERS, HEADERS, SORTS, View, abbreviate, row_cells, select
 
 
+#: Narrow headers and widths, so that 80 columns show series to error and 120 the whole row.
+SHORT_HEADERS = {"p(present)": "p", "error": "|err|", "seconds": "s", "modality": "mod"}
+COLUMN_WIDTHS = {"top location": 12, "true locations": 24, "fallback": 12}
+
+
 class ReviewLoaded(Message):
     def __init__(self, review: ReviewJob | None, error: str = "") -> None:
         super().__init__()
@@ -39,8 +44,11 @@ def heading(review: ReviewJob) -> Text:
         text.append("\nAUC ")
         for name, auc in sorted(review.aucs.items(), key=lambda item: item[1]):
             style = "red" if auc < 0.5 else ("yellow" if auc < 0.75 else "green")
-            text.append(f" {abbreviate(name)} ", style="dim")
+            text.append(" ")
+            text.append(abbreviate(name), style="dim")
+            text.append(" ")
             text.append(f"{auc:.2f}", style=style)
+            text.append(" ")
     elif not review.has_truth:
         text.append("\nno truth for these series: no error, no AUC", style="dim")
     return text
@@ -74,7 +82,8 @@ class ReviewScreen(Screen):
         yield Static("loading…", id="review-heading")
         yield Static("", id="review-view")
         table: DataTable = DataTable(id="review-cases", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*HEADERS)
+        for header in HEADERS:
+            table.add_column(SHORT_HEADERS.get(header, header), width=COLUMN_WIDTHS.get(header))
         yield table
         yield Footer()
 
