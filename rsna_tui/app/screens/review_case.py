@@ -111,9 +111,12 @@ class CaseScreen(Screen):
             text.append(f"\n{self.message_text}", style="italic")
         return text
 
-    def redraw(self, message: str = "") -> None:
+    def redraw(self, message: str = "", only_main: bool = False) -> None:
+        """Draw the views again (``only_main``: a scroll of the enlarged plane changes no other view,
+        as they cut the cursor along other axes)."""
         self.message_text = message
-        for view in self.query(SliceView):
+        views = [self.query_one("#case-main", SliceView)] if only_main else list(self.query(SliceView))
+        for view in views:
             view.redraw()
         self.query_one("#case-status", Static).update(self._status())
 
@@ -121,7 +124,7 @@ class CaseScreen(Screen):
 
     def action_scroll(self, steps: int) -> None:
         self.viewer.scroll(steps)
-        self.redraw(self.message_text)
+        self.redraw(self.message_text, only_main=True)
 
     def action_next_plane(self) -> None:
         self.viewer.cycle_plane()

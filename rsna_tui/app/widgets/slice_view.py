@@ -56,25 +56,34 @@ def detect_graphics(option: str | None = None) -> str | None:
     return _graphics
 
 
+#: Styles by packed (upper RGB, lower RGB): building a Rich Style is most of the cost of a cell.
+_styles: dict[int, Style] = {}
+MAX_STYLES = 1 << 16
+
+
+def _style(key: int) -> Style:
+    style = _styles.get(key)
+    if style is None:
+        if len(_styles) >= MAX_STYLES:
+            _styles.clear()
+        top, bottom = key >> 24, key & 0xFFFFFF
+        style = _styles[key] = Style(color=Color.from_rgb(top >> 16, (top >> 8) & 255, top & 255),
+                                     bgcolor=Color.from_rgb(bottom >> 16, (bottom >> 8) & 255, bottom & 255))
+    return style
+
+
 def half_block_rows(rgb: np.ndarray) -> list[list[Segment]]:
     """Cells of an RGB picture (height, width, 3): two pixel rows per cell row, runs of equal cells
     merged into one segment."""
     if rgb.shape[0] % 2:
         rgb = np.concatenate([rgb, np.zeros((1, *rgb.shape[1:]), dtype=rgb.dtype)])
+    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    keys = (packed[0::2] << 24) | packed[1::2]  # (cell rows, cells): upper pixel, lower pixel
     rows = []
-    for y in range(0, rgb.shape[0], 2):
-        segments, run_style, run = [], None, 0
-        for (r1, g1, b1), (r2, g2, b2) in zip(rgb[y].tolist(), rgb[y + 1].tolist()):
-            style = Style(color=Color.from_rgb(r1, g1, b1), bgcolor=Color.from_rgb(r2, g2, b2))
-            if style == run_style:
-                run += 1
-                continue
-            if run:
-                segments.append(Segment(UPPER_HALF * run, run_style))
-            run_style, run = style, 1
-        if run:
-            segments.append(Segment(UPPER_HALF * run, run_style))
-        rows.append(segments)
+    for line in keys:
+        starts = np.flatnonzero(np.r_[True, line[1:] != line[:-1]])
+        lengths = np.diff(np.r_[starts, len(line)])
+        rows.append([Segment(UPPER_HALF * int(n), _style(int(line[i]))) for i, n in zip(starts, lengths)])
     return rows
 
 
