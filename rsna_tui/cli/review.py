@@ -55,8 +55,14 @@ def review(
     modality: str = typer.Option("", "--modality", help="Only this modality (CTA, MRA, MRI T2, MRI T1post)"),
     sort: str = typer.Option("error", "--sort", help=f"Order: {', '.join(SORTS)}"),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON"),
+    tui: bool = typer.Option(False, "--tui", help="Open the review screen in the terminal instead"),
+    graphics: str = typer.Option("", "--graphics", help="With --tui: 'auto' asks the terminal for Kitty / Sixel "
+                                                        "graphics (default: $RSNA_TUI_GRAPHICS, else off = half blocks)"),
 ) -> None:
     """A predict job's cases against the truth; one case's slice picture as a PNG."""
+    if tui:
+        _run_tui(ctx, job, graphics)
+        return
     try:
         view = View(filter_, modality, sort)
         review_job = load_review(state_of(ctx).refreshed().store, job)
@@ -68,6 +74,17 @@ def review(
         _print_case(review_job, case, plane, slice_, png, window, hide, convention, as_json)
     except (ReviewError, ValueError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _run_tui(ctx: typer.Context, job: Optional[str], graphics: str) -> None:
+    from rsna_tui.app.widgets.slice_view import detect_graphics
+
+    state = state_of(ctx)
+    state.refreshed()  # fold finished jobs first, so that their predictions are in the store
+    detect_graphics(graphics or None)  # before the app owns the terminal
+    from rsna_tui.app.review_app import ReviewApp
+
+    ReviewApp(state.db or state.workspace.db_path, job).run()
 
 
 def _print_table(review_job: ReviewJob, view: View, as_json: bool) -> None:

@@ -137,6 +137,26 @@ def test_mirror_marker_is_on_the_side_its_letter_says(review_job: ReviewJob, tmp
     assert letters("axial", convention)["left"] == ("R" if convention == "radiological" else "L")
 
 
+@pytest.mark.parametrize("plane", ["coronal", "sagittal"])
+def test_coronal_and_sagittal_planes_put_superior_up(review_job: ReviewJob, plane: str) -> None:
+    """The ring of a point in the plane through it, at the pixel given by the plane's own layout:
+    rows from superior (last k) down, columns i (coronal, patient right first) or j (sagittal, anterior first)."""
+    folder = review_job.predictions / "cases" / review_job.original
+    case = load_case(folder)
+    location, lps = dicom_points(review_job, review_job.original)[0]
+    i, j, k = voxel_of(case.affine, lps)
+    viewer = Viewer(case, "CTA", plane=plane)
+    viewer.jump((i, j, k))
+    picture = viewer.picture(plane, 320, 320)
+    assert picture.letters["top"] == "S" and picture.letters["bottom"] == "I"
+    row, col = case.shape[2] - 1 - k, (i if plane == "coronal" else j)
+    height, width = picture.rgb.shape[:2]
+    scale_y, scale_x = height / case.shape[2], width / case.shape[0 if plane == "coronal" else 1]
+    near = ((row + 0.5) * scale_y - 0.5, (col + 0.5) * scale_x - 0.5)
+    found = ring_centre(np.all(picture.rgb == POINT_COLOUR, axis=-1), near, reach=2 * max(scale_x, scale_y))
+    assert found == pytest.approx(near, abs=1.0), location
+
+
 def test_volume_is_the_converted_series_and_maps_sit_by_their_affines(review_job: ReviewJob) -> None:
     from engine.inference.review import CASE_FILE
     from engine.inference.review_extras import LOCALIZERS_FILE, VOLUME_FILE

@@ -1,6 +1,6 @@
 """The review screens in a real Textual app (Pilot), on the real tiny predict job.
 
-``ReviewApp`` stands in for the app shell: it opens the review screen on a jobs database, as the shell
+``ReviewApp`` (``rsna-tui review --tui``) opens the review screen on a jobs database, as the app shell
 does with ``app.db_path``. Opening a case shows its three planes; keys scroll, jump and toggle.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from textual.app import App
 from textual.widgets import DataTable
 
 from engine.labels import ANEURYSM_PRESENT
+from rsna_tui.app.review_app import ReviewApp
 from rsna_tui.app.screens.review import ReviewScreen
 from rsna_tui.app.screens.review_case import CaseScreen
 from rsna_tui.app.widgets.probability_bars import ProbabilityBars
@@ -20,17 +21,6 @@ from rsna_tui.app.widgets.slice_view import SliceView, detect_graphics, half_blo
 from rsna_tui.review.render import BOX_COLOUR, POINT_COLOUR
 from tests.app.review_job import ReviewJob
 from tests.app.test_review_table import expected
-
-
-class ReviewApp(App):
-    """A minimal app around the review screen (what the shell provides: a database path)."""
-
-    def __init__(self, db_path: Path, job: int | None = None) -> None:
-        super().__init__()
-        self.db_path, self.job = db_path, job
-
-    def on_mount(self) -> None:
-        self.push_screen(ReviewScreen(self.db_path, self.job))
 
 
 async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
@@ -95,6 +85,8 @@ def test_table_sorting_filter_and_opening_a_case(review_job: ReviewJob) -> None:
             assert main.plane == "coronal" and {v.plane for v in views} == {"axial", "coronal", "sagittal"}
             await pilot.press("w")
             assert case_screen.viewer.window.name == "brain"
+            await pilot.press("n")
+            assert main.picture.letters["left"] == "L" and "neurological" in case_screen.message_text
             await pilot.press("g")
             assert case_screen.query_one(ProbabilityBars).show_legend
             await pilot.press("escape")

@@ -13,7 +13,8 @@ import pytest
 
 from rsna_tui.jobs.store import Store
 from tests.app.review_job import ReviewJob
-from tests.app.test_review_screen import ReviewApp, settle
+from rsna_tui.app.review_app import ReviewApp
+from tests.app.test_review_screen import settle
 
 SIZES = [(80, 24), (120, 40)]
 

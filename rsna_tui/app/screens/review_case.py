@@ -6,7 +6,8 @@ next plane enlarged, ``a`` jump to the strongest decoder-1 aneurysm response, ``
 localizer point (all three planes follow: they cut through one cursor voxel), ``b`` / ``d`` / ``c`` /
 ``o`` toggle the stage-1 box, the decoder-1 aneurysm map, the decoder-2 vessel classes and the truth
 points, ``g`` the colour legend instead of the bars, ``w`` the next window preset, ``[`` / ``]`` the
-level, ``-`` / ``=`` the width, escape back to the table.
+level, ``-`` / ``=`` the width, ``n`` radiological / neurological convention (the letters follow),
+escape back to the table.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class CaseScreen(Screen):
         Binding("o", "toggle('points')", "Points", show=False),
         Binding("g", "legend", "Legend"),
         Binding("w", "next_window", "Window"),
+        Binding("n", "convention", "Convention", show=False),
         Binding("left_square_bracket", "level(-1)", "Level -", show=False),
         Binding("right_square_bracket", "level(1)", "Level +", show=False),
         Binding("minus", "width(-1)", "Width -", show=False),
@@ -156,6 +158,10 @@ class CaseScreen(Screen):
 
     def action_width(self, steps: int) -> None:
         self.redraw(f"window {self.viewer.adjust(width_steps=steps).describe()}")
+
+    def action_convention(self) -> None:
+        self.viewer.convention = "neurological" if self.viewer.convention == "radiological" else "radiological"
+        self.redraw(f"{self.viewer.convention} convention")
 
     def action_back(self) -> None:
         self.app.pop_screen()
