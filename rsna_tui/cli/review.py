@@ -19,6 +19,7 @@ from rsna_tui.cli.common import app, is_terminal, print_json, print_table, state
 from rsna_tui.review.cases import ReviewError, ReviewJob, load_review
 from rsna_tui.review.table import FILTERS, HEADERS, SORTS, View, row_cells, select
 
+#: ``rsna_tui.review.volume.PLANES``, not imported: that module loads nibabel, which a table does not need.
 PLANE_NAMES = ("axial", "coronal", "sagittal")
 
 

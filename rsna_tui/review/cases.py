@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.labels import ANEURYSM_PRESENT, LABEL_COLUMNS, LOCATIONS
+from engine.labels import LABEL_COLUMNS, LOCATIONS
 from rsna_tui.jobs.store import JobRow, Store
 
 KEY = "SeriesInstanceUID"
@@ -191,4 +191,4 @@ def load_review(store: Store, ref: int | str | None = None) -> ReviewJob:
     return ReviewJob(job, folder, cases, score, aucs)
 
 
-__all__ = ["ANEURYSM_PRESENT", "Case", "ReviewError", "ReviewJob", "load_review", "predict_job"]
+__all__ = ["Case", "ReviewError", "ReviewJob", "load_review", "predict_job"]

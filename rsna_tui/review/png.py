@@ -79,9 +79,6 @@ def write_png(case: CaseData, plane: str, index: int, window: Window, path: Path
         draw.rectangle((lx, ly + 2, lx + 10, ly + 12), fill=colour)
         draw.text((lx + 16, ly), name, fill=TEXT, font=small)
         ly += 18
-    for line in picture.notes:
-        draw.text((lx, ly), line, fill=TEXT, font=small)
-        ly += 18
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial.png")
     canvas.save(partial, format="PNG")

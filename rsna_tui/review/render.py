@@ -17,7 +17,7 @@ green (0, 255, 0) ring with a centre dot, on the slice that holds them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -110,7 +110,6 @@ class Picture:
     geometry: PlaneGeometry
     letters: dict[str, str]
     scale: tuple[float, float]  # output pixels per slice pixel (rows, columns)
-    notes: list[str] = field(default_factory=list)
 
     def output_pixel(self, ijk: tuple[float, ...]) -> tuple[float, float]:
         """(y, x) output pixel centre of a voxel position (for tests and markers)."""

@@ -22,7 +22,7 @@ import numpy as np
 from nibabel.affines import apply_affine
 
 from engine.data.geometry import patient_to_voxel
-from engine.labels import LOCATIONS, VESSELS
+from engine.labels import VESSELS
 
 #: The file names of ``engine.inference.review`` / ``review_extras``, not imported from there because
 #: importing ``engine.inference`` loads torch (seconds), which the review needs nowhere (tested equal).
@@ -173,4 +173,4 @@ def load_case(folder: Path | str) -> CaseData:
     return case
 
 
-__all__ = ["ANEURYSM_LABEL", "CaseData", "CaseFilesError", "LOCATIONS", "NORMAL_AXIS", "PLANES", "Point", "load_case"]
+__all__ = ["ANEURYSM_LABEL", "CaseData", "CaseFilesError", "NORMAL_AXIS", "PLANES", "Point", "load_case"]

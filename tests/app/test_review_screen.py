@@ -6,7 +6,6 @@ does with ``app.db_path``. Opening a case shows its three planes; keys scroll, j
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import numpy as np
 from textual.app import App
