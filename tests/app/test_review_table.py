@@ -104,3 +104,23 @@ def test_clear_errors_for_a_wrong_job_or_case(review_job: ReviewJob) -> None:
     assert result.returncode == 1 and "cases of job 1 match '4'" in result.stderr
     result = rsna(review_job, "--png", "x.png")
     assert result.returncode == 1 and "--png needs --case" in result.stderr
+
+
+def test_fallback_and_failed_filters_on_hand_made_cases() -> None:
+    from rsna_tui.review.cases import Case
+
+    half = [0.5] * len(LABEL_COLUMNS)
+    cases = [
+        Case("ok", half, [0] * 14, seconds=2.0),
+        Case("converted-with-fallback", half, [0] * 14, fallback="resampled"),
+        Case("box-fallback", half, None, box_fallback="full_volume"),
+        Case("failed", half, [1] * 14, status="failed", error="failed: cannot read the series"),
+    ]
+    assert [c.uid for c in select(cases, View("fallback"))] == ["converted-with-fallback", "box-fallback"]
+    assert [c.uid for c in select(cases, View("failed"))] == ["failed"]
+    assert select(cases, View("fn")) == []  # 0.5 counts as positive: two false positives
+    assert [c.uid for c in select(cases, View("fp"))] == ["converted-with-fallback", "ok"]
+    assert [c.uid for c in select(cases, View("fn", threshold=0.6))] == ["failed"]
+    assert row_cells(cases[3])[7].endswith("failed: cannot read the series")
+    assert [c.uid for c in select(cases)][-1] == "box-fallback"  # no truth: last in the error order
+    assert [c.uid for c in select(cases, View(sort="seconds"))][0] == "ok"
