@@ -18,6 +18,7 @@ writes, per case folder:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -36,11 +37,17 @@ LOCALIZER_COLUMNS = (*VOXEL_COLUMNS, "issue")
 INT16 = np.iinfo(np.int16)
 
 
-def split_localizers(root: Path, split: str) -> dict[str, list[Localizer]]:
-    """The split's localizer points by series; empty when the folder is no Kaggle layout or has none."""
+def split_localizers(root: Path, split: str, log: Callable[[str], None]) -> dict[str, list[Localizer]]:
+    """The split's localizer points by series; empty when the folder is no Kaggle layout or has none,
+    or when the table cannot be read (``log`` says why: predict goes on without truth points)."""
     try:
-        points = KaggleDataset.open(root, split).read_localizers()
+        data = KaggleDataset.open(root, split)
     except (KaggleSchemaError, FileNotFoundError):
+        return {}
+    try:
+        points = data.read_localizers()
+    except (KaggleSchemaError, OSError, ValueError) as exc:
+        log(f"no truth points in the review files: {exc}")
         return {}
     by_series: dict[str, list[Localizer]] = {}
     for point in points or []:

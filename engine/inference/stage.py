@@ -133,7 +133,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     cases = out / "cases"
     cases.mkdir(parents=True, exist_ok=True)
     rows, lines = [], []
-    points = split_localizers(ctx.workspace.dataset(params["dataset"]), params["split"])
+    points = split_localizers(ctx.workspace.dataset(params["dataset"]), params["split"], ctx.reporter.log)
     for index, (uid, path) in enumerate(inputs):
         prediction = predictor.predict_series(path, uid)
         write_case(cases / uid, prediction)
