@@ -41,6 +41,7 @@ class Case:
     seconds: float | None = None
     error: str = ""
     folder: Path | None = None
+    slice_gap: str = ""  # predict's note on uneven slice spacing (``cases.csv``), shown, not filtered
 
     @property
     def short(self) -> str:
@@ -85,7 +86,8 @@ class Case:
             "truth": dict(zip(LABEL_COLUMNS, self.truth)) if self.truth is not None else None,
             "abs_error": self.abs_error, "top_location": self.top_location, "true_locations": self.true_locations,
             "conversion_fallback": self.fallback, "box_fallback": self.box_fallback,
-            "seconds": self.seconds, "error": self.error, "folder": str(self.folder) if self.folder else None,
+            "seconds": self.seconds, "error": self.error, "slice_gap": self.slice_gap,
+            "folder": str(self.folder) if self.folder else None,
         }
 
 
@@ -183,7 +185,7 @@ def load_review(store: Store, ref: int | str | None = None) -> ReviewJob:
         case_folder = folder / "cases" / uid
         cases.append(Case(uid, [float(p) for p in probabilities], truth, (truth_row or {}).get("Modality", ""),
                           status, line.get("fallback", ""), line.get("box_fallback", ""), seconds, error,
-                          case_folder if case_folder.is_dir() else None))
+                          case_folder if case_folder.is_dir() else None, line.get("slice_gap", "")))
     metrics = store.last_metrics(job.id)
     aucs = {name[len("auc/"):]: m["value"] for name, m in metrics.items() if name.startswith("auc/")}
     aucs = {c: aucs[c] for c in LABEL_COLUMNS if c in aucs}

@@ -81,7 +81,8 @@ def row_cells(case: Case) -> list[str]:
     """One table row as text, in :data:`HEADERS` order."""
     truth = "" if case.true_present is None else str(case.true_present)
     error = "" if case.abs_error is None else f"{case.abs_error:.3f}"
-    fallback = "+".join(x for x in (case.fallback, f"box:{case.box_fallback}" if case.box_fallback else "") if x)
+    fallback = "+".join(x for x in (case.fallback, f"box:{case.box_fallback}" if case.box_fallback else "",
+                                    "slice gap" if case.slice_gap else "") if x)
     if case.failed:
         fallback = (fallback + " " if fallback else "") + (case.error or case.status)
     seconds = "" if case.seconds is None else f"{case.seconds:.1f}"

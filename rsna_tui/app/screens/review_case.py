@@ -100,6 +100,8 @@ class CaseScreen(Screen):
         if self.case.has_fallback:
             text.append(f"\nfallback {'+'.join(x for x in (self.case.fallback, self.case.box_fallback) if x)}",
                         style="yellow")
+        if self.case.slice_gap:
+            text.append(f"\n{self.case.slice_gap}", style="yellow")
         if self.case.failed:
             text.append(f"\n{self.case.error or self.case.status}", style="red")
         return text
