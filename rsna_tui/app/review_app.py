@@ -11,6 +11,7 @@ from pathlib import Path
 
 from textual.app import App
 
+from rsna_tui.app.review_commands import ReviewCommands
 from rsna_tui.app.screens.review import ReviewScreen
 
 
@@ -18,6 +19,7 @@ class ReviewApp(App):
     """Opens the review screen of job ``job`` (None: the latest predict job) in ``db_path``."""
 
     TITLE = "rsna-tui review"
+    COMMANDS = App.COMMANDS | {ReviewCommands}
 
     def __init__(self, db_path: Path | str, job: int | str | None = None) -> None:
         super().__init__()

@@ -94,6 +94,22 @@ def test_table_sorting_filter_and_opening_a_case(review_job: ReviewJob) -> None:
     asyncio.run(scenario())
 
 
+def test_palette_command_opens_a_job(review_job: ReviewJob) -> None:
+    async def scenario() -> None:
+        app = ReviewApp(review_job.db, job=42)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("ctrl+p")
+            await pilot.press(*f"review job {review_job.job_id}")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, ReviewScreen) and app.screen.job_ref == review_job.job_id
+            assert len(table_uids(app)) == 10
+
+    asyncio.run(scenario())
+
+
 def test_an_unknown_job_is_said_on_the_screen(review_job: ReviewJob) -> None:
     async def scenario() -> None:
         app = ReviewApp(review_job.db, job=42)
