@@ -118,8 +118,10 @@ def _print_case(review_job: ReviewJob, ref: str, plane: str, index: Optional[int
             viewer = Viewer(load_case(case.folder), case.modality, plane, convention)
         except CaseFilesError as exc:
             raise ReviewError(str(exc)) from None
-        for overlay in hide:
-            viewer.toggle(overlay)
+        unknown = sorted(set(hide) - viewer.overlays)
+        if unknown:
+            raise ValueError(f"--hide {unknown[0]}: overlays are box, aneurysm, vessels, points")
+        viewer.overlays -= set(hide)
         if window:
             viewer.choose_window(window)
         if index is not None:

@@ -105,6 +105,11 @@ def test_localizer_marker_and_box_outline_where_the_tags_and_case_json_say(revie
     bottom, right = expected_pixel(layout, box["y1"] - 0.5, box["x1"] - 0.5)
     assert ys.min() == pytest.approx(top + 0.5, abs=1) and xs.min() == pytest.approx(left + 0.5, abs=1)
     assert ys.max() == pytest.approx(bottom - 0.5, abs=1) and xs.max() == pytest.approx(right - 0.5, abs=1)
+    hidden, layout_hidden = png_of(review_job, uid, "--slice", str(round(k)), "--hide", "box", "--hide", "points",
+                                   "--hide", "box", out=tmp_path / "hidden.png")
+    assert layout_hidden["overlays"] == ["aneurysm", "vessels"]
+    assert not colour_mask(hidden, BOX_COLOUR, layout["image_box"]).any()
+    assert not colour_mask(hidden, POINT_COLOUR, layout["image_box"]).any()
     # outside the box's slices there is no outline
     if box["z1"] < nib.load(folder / "volume.nii").shape[2]:
         rgb_out, layout_out = png_of(review_job, uid, "--slice", str(box["z1"]), out=tmp_path / "outside.png")
