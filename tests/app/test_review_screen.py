@@ -136,3 +136,27 @@ def test_half_blocks_and_graphics_off_by_default(monkeypatch) -> None:  # type: 
     monkeypatch.setenv("RSNA_TUI_GRAPHICS", "auto")
     assert detect_graphics() is None  # not a terminal (pytest captures stdout): half blocks
     assert detect_graphics("off") is None
+
+
+def test_graphics_renderer_gets_the_picture_with_its_letters(review_job: ReviewJob, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The opt-in path (what ``--graphics auto`` picks on a Kitty / Sixel terminal): a textual-image
+    widget is handed the plane with its letters drawn in the margin."""
+    from rsna_tui.app.widgets import slice_view
+
+    monkeypatch.setattr(slice_view, "_graphics", "tgp")
+
+    async def scenario() -> None:
+        app = ReviewApp(review_job.db)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
+            main = app.screen.query_one("#case-main", SliceView)
+            image = main._image.image
+            height, width = main.picture.rgb.shape[:2]
+            assert image.size == (width + 60, height + 60)  # the picture inside a 30-pixel letter margin
+            before = main.viewer.index("axial")
+            await pilot.press("up")
+            assert main.viewer.index("axial") == before + 1 and main._image.image is not image
+
+    asyncio.run(scenario())
