@@ -17,7 +17,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from rsna_tui.jobs.store import Store
+from rsna_tui.jobs.store import Store, StoreError
 from rsna_tui.review.cases import Case, ReviewError, ReviewJob, load_review
 from rsna_tui.review.table import FILTER_NAMES, FILTERS, HEADERS, SORTS, View, abbreviate, row_cells, select
 
@@ -95,7 +95,7 @@ class ReviewScreen(Screen):
         try:
             with Store(self.db_path, readonly=True) as store:
                 self.post_message(ReviewLoaded(load_review(store, self.job_ref)))
-        except (ReviewError, OSError) as exc:
+        except (ReviewError, StoreError, OSError) as exc:  # a missing, locked or newer database: say so
             self.post_message(ReviewLoaded(None, str(exc)))
 
     def on_review_loaded(self, message: ReviewLoaded) -> None:
