@@ -1,7 +1,7 @@
 """A real tiny ``predict`` job for the review tests, built once per session (about 15 s of CPU).
 
 The demo cohort's training split (it has localizers and truth), plus a left-right mirror of its axial
-CTA with four localizer points (pixels flipped along the columns, geometry unchanged, so the patient
+series with the most localizer points (pixels flipped along the columns, geometry unchanged, so the patient
 is mirrored; the points move to ``columns - 1 - x`` and the truth's Left / Right columns swap). Models
 are ``engine.inference.synthetic`` folders at 32^3; the stage runs in this process with the job
 runner's event reporter, and the events are folded into a real ``jobs.db``, as the job manager does.
@@ -25,8 +25,18 @@ from rsna_tui.jobs.fold import fold_job
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.workspace import Workspace
 
-#: The demo's axial CTA with four points (DEMO_COHORT_PARAMS, seed 7).
-AXIAL_CTA = "1.2.826.0.1.3680043.8.498.94982912704932938021593075448417344194"
+
+
+def axial_with_points(dataset: Path) -> str:
+    """The demo's single-file-per-slice axial training series with the most localizer points, at least
+    one of them on a Left / Right location (the mirror test needs a side)."""
+    series = pd.read_csv(dataset / "demo_series.csv", dtype={"SeriesInstanceUID": str})
+    points = pd.read_csv(dataset / "train_localizers.csv", dtype=str)
+    lateral = points[points["location"].str.match(r"(Left|Right) ")]["SeriesInstanceUID"]
+    axial = series[(series["split"] == "train") & (series["orientation"] == "axial") & (series["multiframe"] == 0)
+                   & series["SeriesInstanceUID"].isin(lateral)]
+    counts = points["SeriesInstanceUID"].value_counts()
+    return max(axial["SeriesInstanceUID"], key=lambda uid: (counts.get(uid, 0), uid))
 
 
 @dataclass
@@ -95,7 +105,8 @@ def build_review_job(root: Path, demo_cohort: Path) -> ReviewJob:
     workspace = root / "ws"
     dataset = workspace / "datasets" / "demo"
     shutil.copytree(demo_cohort, dataset)
-    mirror = mirror_series(dataset, AXIAL_CTA)
+    original = axial_with_points(dataset)
+    mirror = mirror_series(dataset, original)
     models = workspace / "models"
     stage1 = write_threshold_stage1_model(models / "s1", patch=(32, 32), spacing=(4.0, 4.0))
     stage2 = [write_stage2_model(models / f"f{i}", [4, 8, 16, 32], [1, 1, 1, 1], 32, seed=i, fold=i) for i in (1, 2)]
@@ -116,7 +127,7 @@ def build_review_job(root: Path, demo_cohort: Path) -> ReviewJob:
         fold_job(manager.store, job.id, job_dir)
     finally:
         manager.close()
-    return ReviewJob(workspace, dataset, job.id, AXIAL_CTA, mirror)
+    return ReviewJob(workspace, dataset, job.id, original, mirror)
 
 
 @pytest.fixture(scope="session")

@@ -70,9 +70,9 @@ class ReviewScreen(Screen):
     ReviewScreen DataTable { height: 1fr; }
     """
 
-    def __init__(self, db_path: Path | str, job: int | str | None = None, **kwargs: object) -> None:
+    def __init__(self, db_path: Path | str | None = None, job: int | str | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.db_path = Path(db_path)
+        self._db_path = Path(db_path) if db_path else None  # None: the app's (``app.db_path``), as a mode
         self.job_ref = job
         self.review: ReviewJob | None = None
         self.view = View()
@@ -86,6 +86,10 @@ class ReviewScreen(Screen):
             table.add_column(SHORT_HEADERS.get(header, header), width=COLUMN_WIDTHS.get(header))
         yield table
         yield Footer()
+
+    @property
+    def db_path(self) -> Path:
+        return self._db_path or Path(self.app.db_path)  # type: ignore[attr-defined]
 
     def on_mount(self) -> None:
         self.load()
