@@ -91,6 +91,9 @@ class SeriesPrediction:
     #: Time point whose box and maps are kept for review (the one with the highest Aneurysm Present).
     review_timepoint: int = 0
     segmentations: Segmentations | None = None
+    #: The reviewed time point's (z, y, x) volume, kept only with ``Predictor(keep_volume=True)``
+    #: (``engine.inference.review_extras`` saves it for the review screen).
+    volume: np.ndarray | None = None
 
     @property
     def seconds(self) -> float:
@@ -139,11 +142,13 @@ class Predictor:
     ``view_batch``: TTA views per forward pass (default 1 on CPU, 4 on CUDA: 224^3 activations are
     large). ``amp``: mixed precision (default on for CUDA; never on CPU, where autocast is slow).
     ``gap_factor``: a slice gap above this many times the median spacing is noted (``slice_gap``).
+    ``keep_volume``: keep the reviewed time point's volume in the result (review files).
     """
 
     def __init__(self, stage1_model: Path | str, models: Sequence[Path | str], tta: int = 8,
                  device: str | torch.device = "auto", margin: int = 0, segmentations: bool = False,
-                 view_batch: int | None = None, amp: bool | None = None, gap_factor: float = DEFAULT_FACTOR) -> None:
+                 view_batch: int | None = None, amp: bool | None = None, gap_factor: float = DEFAULT_FACTOR,
+                 keep_volume: bool = False) -> None:
         if tta not in VIEWS:
             raise ValueError(f"tta={tta}: use one of {', '.join(map(str, VIEWS))} views")
         if not models:
@@ -154,6 +159,7 @@ class Predictor:
         self.margin = margin
         self.segmentations = segmentations
         self.gap_factor = gap_factor
+        self.keep_volume = keep_volume
         cuda = self.device.type == "cuda"
         self.view_batch = view_batch or (4 if cuda else 1)
         self.amp = cuda if amp is None else (amp and cuda)
@@ -266,6 +272,7 @@ class Predictor:
                 if t == 0 or probabilities[-1] > per_timepoint[result.review_timepoint][-1]:
                     result.review_timepoint, result.segmentations = t, maps
                     result.shape = tuple(volume.shape)  # type: ignore[assignment]
+                    result.volume = volume if self.keep_volume else None
             result.probabilities = np.max(per_timepoint, axis=0)
         except EmptySeries as exc:
             result.status, result.reason = EMPTY, str(exc)
@@ -276,7 +283,7 @@ class Predictor:
         except Exception as exc:  # the contract: a bad series gets 0.5 and a reason, the batch goes on
             result.status, result.reason = FAILED, f"error while {step}: {type(exc).__name__}: {exc}"
             result.probabilities = neutral()
-            result.segmentations = None
+            result.segmentations = result.volume = None
         result.reason = " ".join(result.reason.split())
         result.timings["total"] = time.perf_counter() - started
         return result

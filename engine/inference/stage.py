@@ -33,6 +33,7 @@ from engine.data.kaggle import KaggleDataset, KaggleSchemaError
 from engine.data.slice_gaps import DEFAULT_FACTOR
 from engine.inference.predictor import EMPTY, FAILED, Predictor, SeriesPrediction
 from engine.inference.review import box_record, write_case
+from engine.inference.review_extras import split_localizers, write_review_extras
 from engine.inference.series import is_nifti, series_id
 from engine.labels import LABEL_COLUMNS
 from engine.metrics import KEY, evaluate
@@ -124,7 +125,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     stage1 = input_path("stage1_model", params["stage1_model"], "a stage-1 results folder")
     models = stage2_models(params["models"])
     predictor = Predictor(stage1, models, tta=params["tta"], device=params["device"],
-                          segmentations=params["save_segmentations"],
+                          segmentations=params["save_segmentations"], keep_volume=params["save_segmentations"],
                           gap_factor=params.get("max_gap_factor", DEFAULT_FACTOR))
     ctx.reporter.log(predictor.describe())
 
@@ -132,9 +133,11 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     cases = out / "cases"
     cases.mkdir(parents=True, exist_ok=True)
     rows, lines = [], []
+    points = split_localizers(ctx.workspace.dataset(params["dataset"]), params["split"], ctx.reporter.log)
     for index, (uid, path) in enumerate(inputs):
         prediction = predictor.predict_series(path, uid)
         write_case(cases / uid, prediction)
+        write_review_extras(cases / uid, prediction, path, points.get(uid, []))
         rows.append(prediction.row())
         lines.append(case_line(prediction))
         if prediction.status != "ok":

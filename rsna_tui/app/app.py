@@ -26,6 +26,7 @@ from textual.signal import Signal
 from textual.worker import get_current_worker
 
 from rsna_tui.app.commands import RsnaCommands
+from rsna_tui.app.review_commands import ReviewCommands
 from rsna_tui.app.messages import JobsChanged, Notice, PollFailed
 from rsna_tui.app.poll import POLL_INTERVAL_S, JobLine, Poller, timed_poll
 from rsna_tui.jobs.manager import DEFAULT_GRACE_S
@@ -64,6 +65,8 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("datasets", "3", "Datasets", "rsna_tui.app.screens.datasets:DatasetsScreen", "datasets and conversion"),
     ScreenEntry("pipeline", "4", "Pipeline", "rsna_tui.app.screens.pipeline:PipelineScreen", "stage chain of a dataset"),
     ScreenEntry("gpus", "5", "GPUs", "rsna_tui.app.screens.gpus:GpusScreen", "devices and their processes"),
+    ScreenEntry("review", "6", "Review", "rsna_tui.app.screens.review:ReviewScreen",
+                "a predict job's cases against the truth, slices with overlays"),
 )
 
 
@@ -73,7 +76,7 @@ class RsnaApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "rsna-tui"
     MODES = {entry.mode: entry.factory for entry in SCREENS}
-    COMMANDS = App.COMMANDS | {RsnaCommands}
+    COMMANDS = App.COMMANDS | {RsnaCommands, ReviewCommands}
     BINDINGS = [
         *(Binding(e.key, f"app.switch_mode('{e.mode}')", e.title, id=f"screen.{e.mode}", group=SCREEN_KEYS)
           for e in SCREENS),

@@ -19,7 +19,7 @@ from typing import Iterable
 import typer
 
 from engine.stages import ParameterError
-from rsna_tui.cli import export, jobs, stages, datasets, doctor, report, app_cmds  # noqa: F401, I001  (each registers its commands, in help order)
+from rsna_tui.cli import export, jobs, stages, datasets, review, doctor, report, app_cmds  # noqa: F401, I001  (each registers its commands, in help order)
 from rsna_tui.cli.common import app, current_db
 from rsna_tui.jobs.config import ConfigError
 from rsna_tui.jobs.manager import JobError

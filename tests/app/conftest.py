@@ -21,6 +21,7 @@ from rsna_tui.jobs.local import process_matches
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.jobs.store import JobRow, Store, StoreError
 from rsna_tui.workspace import Workspace
+from tests.app.review_job import review_job  # noqa: F401  (session fixture of the review tests)
 
 REPO = Path(__file__).resolve().parents[2]
 EXTRA = "tests.app.stages_for_tests:STAGES"
