@@ -23,6 +23,8 @@ from rsna_tui.cli.report import build_report
 from rsna_tui.jobs.manager import JobManager
 from rsna_tui.workspace import Workspace
 
+#: ``make demo``'s RSNA_TUI_GPU_SLOTS (Makefile DEMO_SLOTS)
+DEMO_SLOTS = "2"
 TARGETS = {"wall_minutes": 10.0, "ap_auc": 0.90, "score_default": 0.80, "score_other": 0.75, "coverage": 0.95}
 
 
@@ -32,7 +34,8 @@ def run_seed(root: Path, seed: int, profile: str) -> dict:
     shutil.rmtree(workspace.root, ignore_errors=True)
     command = [sys.executable, "-m", "rsna_tui", "-w", str(workspace.root), "pipeline", "--dataset", "demo",
                "--profile", profile, f"--set=demo-data.seed={seed}", "--follow"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, "RSNA_TUI_GPU_SLOTS": DEMO_SLOTS}  # as `make demo`: the fine-tunes side by side
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"seed {seed}: pipeline failed\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     return build_report(JobManager(workspace))

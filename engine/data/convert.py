@@ -53,7 +53,7 @@ from engine.data.convert_tables import report, write_tables
 from engine.data.dicom_series import SeriesError, SeriesVolume, load_series
 from engine.data.geometry import axis_codes, resample_nearest
 from engine.data.kaggle import KaggleDataset, Localizer
-from engine.data.localizers import VoxelPoint, box_edges, box_mask, locate, series_rng
+from engine.data.localizers import BOX_MM, VoxelPoint, box_edges, box_mask, box_range, locate, series_rng
 from engine.data.slice_gaps import DEFAULT_FACTOR, SliceGaps
 from engine.labels import N_VESSELS
 
@@ -78,12 +78,15 @@ class SeriesTask:
     write_mask: bool
     segmentation: str | None
     seed: int
+    #: Range (mm) the localizer box edge is drawn from (MODEL_SPEC 2.2: 2-5 mm).
+    box_mm: tuple[float, float] = BOX_MM
 
     def signature(self) -> str:
         """Hash of the inputs: what must be unchanged for a rerun to skip this series."""
         stats = [(f, *_stat(f)) for f in self.files]
         seg = (self.segmentation, *_stat(self.segmentation)) if self.segmentation else None
-        payload = [FORMAT_VERSION, stats, [asdict(p) for p in self.localizers], self.write_mask, seg, self.seed]
+        payload = [FORMAT_VERSION, stats, [asdict(p) for p in self.localizers], self.write_mask, seg, self.seed,
+                   list(self.box_mm)]
         return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
 
 
@@ -199,7 +202,7 @@ def convert_one(task: SeriesTask) -> dict[str, Any]:
             save_nifti(extra, out.timepoint(t))
         placed, issues = _place_localizers(task, volume, image)
         if task.write_mask:
-            edges = box_edges(series_rng(task.seed, task.uid), image.header.get_zooms()[:3])
+            edges = box_edges(series_rng(task.seed, task.uid), image.header.get_zooms()[:3], task.box_mm)
             save_nifti(nib.Nifti1Image(box_mask(image.shape, placed, edges), image.affine), out.mask)
         if task.segmentation:
             labels, row["vessels"] = _vessels(task.segmentation, image)
@@ -289,7 +292,8 @@ def _worker_count(workers: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _tasks(data: KaggleDataset, out: Path, points: list[Localizer] | None, seed: int) -> list[SeriesTask]:
+def _tasks(data: KaggleDataset, out: Path, points: list[Localizer] | None, seed: int,
+           box_mm: tuple[float, float] = BOX_MM) -> list[SeriesTask]:
     by_series: dict[str, list[Localizer]] = defaultdict(list)
     for point in points or []:
         by_series[point.series_uid].append(point)
@@ -298,7 +302,7 @@ def _tasks(data: KaggleDataset, out: Path, points: list[Localizer] | None, seed:
         files = tuple(str(p) for p in data.series_files(uid))
         segmentation = data.segmentation(uid)
         tasks.append(SeriesTask(uid, files, str(out), tuple(by_series.get(uid, ())), points is not None,
-                                str(segmentation) if segmentation else None, seed))
+                                str(segmentation) if segmentation else None, seed, box_mm))
     # Largest series first, so that the pool does not end waiting on one big series.
     return sorted(tasks, key=lambda t: -sum(os.path.getsize(f) for f in t.files))
 
@@ -340,7 +344,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     points = data.read_localizers()
     out = ctx.workspace.converted(params["dataset"], params["split"])
     (out / "images").mkdir(parents=True, exist_ok=True)
-    tasks = _tasks(data, out, points, int(params["seed"]))
+    tasks = _tasks(data, out, points, int(params["seed"]), box_range(params.get("box_mm", BOX_MM)))
     uids = {t.uid for t in tasks}
     if shards > 1:
         tasks = share(tasks, ctx.shard, shards)

@@ -6,7 +6,8 @@ frame) to patient millimetres, then through the converted volume's affine to a v
 coronal, reversed and multi-frame series land where the aneurysm is. A point on a multi-frame file
 needs its frame index (``'f'``); without it the point is reported, never put on a guessed frame.
 
-Box rule: one box edge per series and axis, drawn uniformly in [2, 5] mm, turned into voxels as
+Box rule: one box edge per series and axis, drawn uniformly in [2, 5] mm (the ``box_mm`` parameter of
+``convert``: the demo's sacs are 12-18 mm across, and its profile draws boxes of that size), turned into voxels as
 ``round(mm / spacing)`` (at least 1), covering ``[c - s//2, c + s//2]`` clipped to the volume,
 filled with the location's label 14..26. Where boxes overlap, the later row of the table wins.
 """
@@ -70,9 +71,21 @@ def series_rng(seed: int, series_uid: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def box_edges(rng: np.random.Generator, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Box edge in voxels per axis: ``round(U[2, 5] mm / spacing)``, at least one voxel."""
-    edges_mm = rng.uniform(*BOX_MM, size=3)
+def box_range(value: object) -> tuple[float, float]:
+    """A (low, high) box edge range in mm from a parameter value; ValueError naming what is wrong."""
+    try:
+        low, high = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"box_mm: expected two numbers low,high (mm), got {value!r}") from None
+    if not 0 < low <= high:
+        raise ValueError(f"box_mm: expected 0 < low <= high, got {low:g},{high:g}")
+    return low, high
+
+
+def box_edges(rng: np.random.Generator, spacing: tuple[float, float, float],
+              box_mm: tuple[float, float] = BOX_MM) -> np.ndarray:
+    """Box edge in voxels per axis: ``round(U[low, high] mm / spacing)`` (MODEL_SPEC: [2, 5]), at least one voxel."""
+    edges_mm = rng.uniform(*box_mm, size=3)
     return np.maximum(1, np.rint(edges_mm / np.asarray(spacing, dtype=float))).astype(int)
 
 

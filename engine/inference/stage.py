@@ -125,6 +125,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
     stage1 = input_path("stage1_model", params["stage1_model"], "a stage-1 results folder")
     models = stage2_models(params["models"])
     predictor = Predictor(stage1, models, tta=params["tta"], device=params["device"],
+                          margin=int(params.get("margin", 0)),  # the crops of training had roi's margin
                           segmentations=params["save_segmentations"], keep_volume=params["save_segmentations"],
                           gap_factor=params.get("max_gap_factor", DEFAULT_FACTOR))
     ctx.reporter.log(predictor.describe())

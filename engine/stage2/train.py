@@ -100,6 +100,7 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
                             load_json(str(preprocessed / "dataset.json")), device, settings, ctx.reporter,
                             resume=ctx.resume)
     trainer.oversampling = float(params["oversampling"])
+    trainer.optimizer_name = params.get("optimizer", "sgd")
     resuming = ctx.resume and resume_checkpoint(trainer.output_folder) is not None
     if params["init_from"] and not resuming:
         trainer.initialize()

@@ -58,7 +58,7 @@ def stage2_trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) 
     ids["train3d"], jobs["train3d"] = run_stage(root, "train3d",
                                                 {**SMALL, "epochs": 3, "iterations": 3, "val_iterations": 1})
     start = _artefacts(jobs["train3d"])["checkpoint"]  # explicit: not "the latest train3d of the workspace"
-    for stage in ("finetune1", "finetune2"):
+    for stage, optimizer in (("finetune1", "sgd"), ("finetune2", "adamw")):  # adamw: the demo profile's
         ids[stage], jobs[stage] = run_stage(root, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1,
-                                                          "init_from": start})
+                                                          "init_from": start, "optimizer": optimizer})
     return {"root": root, "ctx": ctx, "jobs": jobs, "ids": ids}

@@ -28,6 +28,7 @@ from engine.context import StageContext
 from engine.data.convert import TABLE_COLUMNS, run
 from engine.data.dicom_series import RESAMPLE, dicom2nifti_settings, load_series
 from engine.data.geometry import reorient_to_lps, voxel_to_patient
+from engine.data.localizers import BOX_MM, box_edges, box_range, series_rng
 from engine.labels import LOCALIZER_COLUMNS, LOCATIONS, aneurysm_label
 
 VENDORS = ("ge", "siemens", "philips", "hitachi")
@@ -362,6 +363,20 @@ def test_masks_hold_boxes_of_two_to_five_mm_with_the_location_label(batch: dict)
         spacing = np.array(img.header.get_zooms())
         assert np.all(extent >= 2 - spacing / 2) and np.all(extent <= 5 + 1.5 * spacing)
     assert not np.any(np.asanyarray(nib.load(batch["out"] / "masks" / "d2n.siemens.nii.gz").dataobj))
+
+
+def test_box_mm_sets_the_box_edge_range_and_rejects_nonsense() -> None:
+    """convert's ``box_mm``: the spec's 2-5 mm by default, the demo's 10-16 mm (sacs 12-18 mm across)."""
+    spacing = (0.5, 0.5, 1.0)
+    for box_mm in (BOX_MM, (10.0, 16.0)):
+        edges = np.stack([box_edges(series_rng(seed, "1.2.3"), spacing, box_mm) for seed in range(200)])
+        mm = edges * np.array(spacing)
+        assert mm.min() >= box_mm[0] - spacing[2] / 2 and mm.max() <= box_mm[1] + spacing[2] / 2
+        assert mm.max() - mm.min() > 0.5 * (box_mm[1] - box_mm[0])  # drawn over the range, not one value
+    assert box_range([10, 16]) == (10.0, 16.0)
+    for bad in ([5.0], [6.0, 2.0], [0.0, 1.0], "x"):
+        with pytest.raises(ValueError, match="box_mm"):
+            box_range(bad)
 
 
 def test_vessel_labels_resampled_into_the_image_grid_both_layouts(batch: dict) -> None:

@@ -3,10 +3,13 @@
 A change that breaks learning (labels misaligned with crops, a loss that no longer reaches the heads,
 augmentation that destroys the sacs, a cohort whose aneurysms vanish) still runs every stage without
 an error; only a score on series no stage has seen catches it. This test runs ``rsna-tui pipeline
---profile demo`` (real jobs, subprocesses of a real workspace), reduced: a smaller cohort (held-out split
-of >= 20 series), shorter trainings, train3d of 500 iterations, one-epoch fine-tunes and no TTA, then
-checks the ``Aneurysm Present`` AUC of ``predict`` on the held-out split and the stage-1 coverage
-there. About 5 minutes on 2 idle cores (estimated from CPU seconds; it was measured on a loaded one).
+--profile demo`` (real jobs, subprocesses of a real workspace), reduced: the demo's cohort (51 held-out
+series), a shorter 2D training, train3d of 1,500 iterations, two-epoch fine-tunes and no TTA. Then it
+checks the ``Aneurysm Present`` AUC of ``predict`` on the held-out split and the stage-1 coverage there.
+
+The floor is 0.65, not the demo's targets: at this budget one train3d lands anywhere between about 0.68
+and 0.95 held-out AUC (nnU-Net's data loading is not seeded), and a model that learned nothing scores
+0.5 +- 0.08 on these 51 series. About 7 minutes on 2 idle cores.
 """
 from __future__ import annotations
 
@@ -26,23 +29,19 @@ from rsna_tui.jobs.manager import JobManager
 from rsna_tui.workspace import Workspace
 
 #: Overrides on the demo profile (``stage.key=value``, as ``rsna-tui pipeline --set`` takes them).
-REDUCED = ["demo-data.n=120", "demo-data.seed=3", "train2d.epochs=5", "train2d.iterations=20", "train3d.epochs=25",
-           "finetune1.epochs=1", "finetune2.epochs=1", "predict.tta=1", "predict.save_segmentations=false"]
-AP_AUC_FLOOR = 0.75
+REDUCED = ["train2d.epochs=5", "train2d.iterations=20", "train3d.epochs=75", "finetune1.epochs=2",
+           "finetune2.epochs=2", "predict.tta=1", "predict.save_segmentations=false"]
+AP_AUC_FLOOR = 0.65
 MIN_HELD_OUT = 20
 
 
-@pytest.mark.timeout(1500)  # minutes on a shared, loaded 2-core machine; about 5 on an idle one
-@pytest.mark.skipif(
-    os.environ.get("RSNA_TUI_LEARNING_TEST") != "1",
-    reason="issue 13 open: at this budget stage 2 does not learn presence yet (held-out AP AUC 0.43 on 31 "
-           "series); 5-15 min, so run on demand with RSNA_TUI_LEARNING_TEST=1 until it passes",
-)
+@pytest.mark.timeout(1500)  # a shared, loaded 2-core machine can take three times as long as an idle one
 def test_reduced_demo_beats_chance_on_held_out_series(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     command = [sys.executable, "-m", "rsna_tui", "-w", str(root), "pipeline", "--dataset", "demo", "--profile",
                "demo", *(f"--set={item}" for item in REDUCED), "--follow"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1450)
+    env = {**os.environ, "RSNA_TUI_GPU_SLOTS": "2"}  # as `make demo`: the two fine-tunes side by side
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1450, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     workspace = Workspace(root)
     manager = JobManager(workspace)
@@ -60,7 +59,7 @@ def test_reduced_demo_beats_chance_on_held_out_series(tmp_path: Path) -> None:
                                  workspace.layout.dataset("demo") / "aneurysms.csv")
     assert coverage.points > 0 and coverage.fraction >= 0.9, coverage
     curve = manager.store.metric_series(train3d, "train_loss")
-    assert len(curve) == 25 and curve[-1][1] < curve[0][1]  # the loss went somewhere
+    assert len(curve) == 75 and curve[-1][1] < curve[0][1]  # the loss went somewhere
 
     report = build_report(manager)  # what `make demo` prints at the end
     assert report["predict_job"] == predict and report["series"] == len(truth)

@@ -285,6 +285,22 @@ def test_fixed_batch_overfits_with_the_training_loss_and_optimizer(trained: dict
     assert values[-1] < 0.7 * values[0], values
 
 
+def test_optimizer_parameter_picks_sgd_or_adamw_under_the_same_schedule(trained: dict) -> None:
+    """finetune1 trains with the original's SGD, finetune2 with AdamW (the demo profile's): the saved
+    optimizer state says which ran, and both follow PolyLR from their initial rate."""
+    for stage, kind, state_key in (("finetune1", torch.optim.SGD, "momentum_buffer"),
+                                   ("finetune2", torch.optim.AdamW, "exp_avg")):
+        checkpoint = read_checkpoint(Path(artefacts(trained["jobs"][stage])["checkpoint"]), torch.device("cpu"))
+        state = checkpoint["optimizer_state"]
+        assert all(state_key in per_param for per_param in state["state"].values()), (stage, kind)
+        group = state["param_groups"][0]
+        assert ("betas" in group) == (kind is torch.optim.AdamW) and ("nesterov" in group) == (kind is torch.optim.SGD)
+        spec = get_stage(stage)
+        assert spec.param("optimizer").parse("adamw") == "adamw"
+        with pytest.raises(ValueError, match="optimizer"):
+            spec.param("optimizer").parse("adam")
+
+
 def _process_group(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group."""
     import psutil
