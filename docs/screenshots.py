@@ -15,8 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SIZE = (110, 32)
-#: The job whose detail is shown: the stage-2 training (train3d) of the demo run, forty epochs of curves.
-DETAIL_JOB = 8
+#: The job whose detail is shown: the stage-2 training (train3d) of the demo run, 75 epochs of curves.
+DETAIL_JOB = 6
 
 
 async def shoot() -> None:

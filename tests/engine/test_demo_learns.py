@@ -7,7 +7,7 @@ an error; only a score on series no stage has seen catches it. This test runs ``
 series), a shorter 2D training, train3d of 1,500 iterations, two-epoch fine-tunes and no TTA. Then it
 checks the ``Aneurysm Present`` AUC of ``predict`` on the held-out split and the stage-1 coverage there.
 
-The floor is 0.65, not the demo's targets: at this budget one train3d lands anywhere between about 0.68
+The floor is 0.62, not the demo's targets: at this budget one train3d lands anywhere between about 0.68
 and 0.95 held-out AUC (nnU-Net's data loading is not seeded), and a model that learned nothing scores
 0.5 +- 0.08 on these 51 series. About 7 minutes on 2 idle cores.
 """
@@ -31,7 +31,7 @@ from rsna_tui.workspace import Workspace
 #: Overrides on the demo profile (``stage.key=value``, as ``rsna-tui pipeline --set`` takes them).
 REDUCED = ["train2d.epochs=5", "train2d.iterations=20", "train3d.epochs=75", "finetune1.epochs=2",
            "finetune2.epochs=2", "predict.tta=1", "predict.save_segmentations=false"]
-AP_AUC_FLOOR = 0.65
+AP_AUC_FLOOR = 0.62
 MIN_HELD_OUT = 20
 
 
