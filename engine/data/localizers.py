@@ -7,8 +7,8 @@ coronal, reversed and multi-frame series land where the aneurysm is. A point on 
 needs its frame index (``'f'``); without it the point is reported, never put on a guessed frame.
 
 Box rule: one box edge per series and axis, drawn uniformly in [2, 5] mm (the ``box_mm`` parameter of
-``convert``: the demo's sacs are 12-18 mm across, and its profile draws boxes of that size), turned into voxels as
-``round(mm / spacing)`` (at least 1), covering ``[c - s//2, c + s//2]`` clipped to the volume,
+``convert``; the demo's sacs are 12-18 mm across, and its profile draws boxes of about that size), turned
+into voxels as ``round(mm / spacing)`` (at least 1), covering ``[c - s//2, c + s//2]`` clipped to the volume,
 filled with the location's label 14..26. Where boxes overlap, the later row of the table wins.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def box_range(value: object) -> tuple[float, float]:
 
 def box_edges(rng: np.random.Generator, spacing: tuple[float, float, float],
               box_mm: tuple[float, float] = BOX_MM) -> np.ndarray:
-    """Box edge in voxels per axis: ``round(U[low, high] mm / spacing)`` (MODEL_SPEC: [2, 5]), at least one voxel."""
+    """Box edge in voxels per axis: ``round(U[low, high] mm / spacing)`` (MODEL_SPEC: [2, 5]), at least 1."""
     edges_mm = rng.uniform(*box_mm, size=3)
     return np.maximum(1, np.rint(edges_mm / np.asarray(spacing, dtype=float))).astype(int)
 
