@@ -126,6 +126,17 @@ def neutral() -> np.ndarray:
     return np.full(N_OUTPUTS, 0.5, dtype=np.float64)
 
 
+#: Input voxels one CPU forward pass may hold (eight views of 64^3).
+CPU_PASS_VOXELS = 8 * 64**3
+
+
+def cpu_views_per_pass(size: int, views: int) -> int:
+    """TTA views per CPU forward pass for a ``size``^3 model: small inputs are dominated by per-operation
+    overhead, so batching the views pays (demo, 24^3, 8 views x 2 models with segmentations: 0.35 s per
+    series instead of 1.2 s), while a 224^3 input (11 M voxels) still goes one view at a time."""
+    return max(1, min(views, CPU_PASS_VOXELS // size**3))
+
+
 @dataclass
 class StageTwoModel:
     """One loaded stage-2 fold model."""
@@ -139,7 +150,8 @@ class Predictor:
     """Loads the stage-1 model and the stage-2 fold models once; predicts series one by one.
 
     ``models``: stage-2 results folders or checkpoint files (``engine.stage2.model_files`` contract).
-    ``view_batch``: TTA views per forward pass (default 1 on CPU, 4 on CUDA: 224^3 activations are
+    ``view_batch``: TTA views per forward pass (default: 4 on CUDA; on a CPU as many as
+    :func:`cpu_views_per_pass` allows, one at 224^3, all eight for the demo's small inputs; 224^3 activations are
     large). ``amp``: mixed precision (default on for CUDA; never on CPU, where autocast is slow).
     ``gap_factor``: a slice gap above this many times the median spacing is noted (``slice_gap``).
     ``keep_volume``: keep the reviewed time point's volume in the result (review files).
@@ -161,7 +173,7 @@ class Predictor:
         self.gap_factor = gap_factor
         self.keep_volume = keep_volume
         cuda = self.device.type == "cuda"
-        self.view_batch = view_batch or (4 if cuda else 1)
+        self.view_batch = view_batch or (4 if cuda else None)
         self.amp = cuda if amp is None else (amp and cuda)
         self.stage1_path = Path(stage1_model)
         if cuda:
@@ -188,8 +200,9 @@ class Predictor:
         both decoders' logits (flipped back, left/right channels swapped on x-flipped views)."""
         logits = torch.zeros(N_OUTPUTS, dtype=torch.float32, device=self.device)
         seg_sum: list[torch.Tensor] | None = None
-        for start in range(0, len(self.views), self.view_batch):
-            chunk = self.views[start:start + self.view_batch]
+        per_pass = self.view_batch or cpu_views_per_pass(model.size, len(self.views))
+        for start in range(0, len(self.views), per_pass):
+            chunk = self.views[start:start + per_pass]
             batch = torch.cat([image.flip(flips) if flips else image for flips in chunk])
             with self._autocast():
                 if segment:

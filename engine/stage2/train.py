@@ -70,6 +70,17 @@ def load_initial_weights(trainer: Any, checkpoint: Path, ctx: StageContext) -> N
                      f"{state.get('current_epoch', '?')} epochs)")
 
 
+def cpu_precision(requested: str, device: Any, ctx: StageContext) -> str:
+    """``requested``, except bf16 on a CPU without native bfloat16 kernels (no AVX512-BF16 / AMX), where
+    oneDNN would emulate them more slowly than float32: then fp32, said in the log."""
+    import torch
+
+    if requested == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        ctx.reporter.log("cpu_precision=bf16: this CPU has no native bfloat16 kernels; training in fp32")
+        return "fp32"
+    return requested
+
+
 def _nnunet_paths_match(ctx: StageContext) -> None:
     import nnunetv2.paths as paths
 
@@ -101,12 +112,16 @@ def run(params: dict[str, Any], ctx: StageContext) -> None:
                             resume=ctx.resume)
     trainer.oversampling = float(params["oversampling"])
     trainer.optimizer_name = params.get("optimizer", "sgd")
+    trainer.augmentation = params.get("augmentation", "nnunet")
+    trainer.cpu_precision = cpu_precision(params.get("cpu_precision", "fp32"), device, ctx)
     resuming = ctx.resume and resume_checkpoint(trainer.output_folder) is not None
     if params["init_from"] and not resuming:
         trainer.initialize()
         load_initial_weights(trainer, init_checkpoint(params["init_from"], fold, ctx), ctx)
     ctx.reporter.log(f"{stage}: {dataset_name(params['dataset_id'])}, plans {name}, fold {fold}, "
-                     f"{params['epochs']} epochs x {params['iterations']} iterations on {device}")
+                     f"{params['epochs']} epochs x {params['iterations']} iterations on {device} "
+                     f"({trainer.optimizer_name}, {'float16 autocast' if device.type == 'cuda' else trainer.cpu_precision}, "
+                     f"augmentation {trainer.augmentation})")
     # written first, so that the checkpoints of an interrupted run can be loaded as well
     model = Path(trainer.output_folder_base)
     spec = network_spec(network_kwargs(params["features"], params["blocks"]), params["size"], stage, fold)

@@ -58,7 +58,9 @@ def stage2_trained(demo_cohort: Path, tmp_path_factory: pytest.TempPathFactory) 
     ids["train3d"], jobs["train3d"] = run_stage(root, "train3d",
                                                 {**SMALL, "epochs": 3, "iterations": 3, "val_iterations": 1})
     start = _artefacts(jobs["train3d"])["checkpoint"]  # explicit: not "the latest train3d of the workspace"
-    for stage, optimizer in (("finetune1", "sgd"), ("finetune2", "adamw")):  # adamw: the demo profile's
+    # finetune2 with the demo profile's CPU settings: AdamW, bf16 autocast, mirroring only
+    demo = {"optimizer": "adamw", "cpu_precision": "bf16", "augmentation": "mirror"}
+    for stage, settings in (("finetune1", {"optimizer": "sgd"}), ("finetune2", demo)):
         ids[stage], jobs[stage] = run_stage(root, stage, {**SMALL, "epochs": 1, "iterations": 2, "val_iterations": 1,
-                                                          "init_from": start, "optimizer": optimizer})
+                                                          "init_from": start, **settings})
     return {"root": root, "ctx": ctx, "jobs": jobs, "ids": ids}

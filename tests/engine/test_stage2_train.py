@@ -161,6 +161,90 @@ def test_sampling_probabilities_follow_the_targeted_oversampling(trained: dict) 
         stage2_dataset.sampling_probabilities(table, ["not-a-case"])
 
 
+def test_every_training_draw_is_the_whole_centred_volume(trained: dict) -> None:
+    """The loader with the trainer's initial patch (bigger than the volume, for rotations) and nnU-Net's spatial
+    transform at rest gives back each case's volume and labels exactly, for cases with an ignore label (no
+    vessel mask) too. nnU-Net's own loader centres those on a random annotated voxel (for a positive without
+    vessel mask, its sac): the volume shifts."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from engine.stage2.trainer import WholeVolumeDataLoader
+
+    folder = trained["root"] / "nnUNet_preprocessed" / "Dataset201_Stage2Cube"
+    plans = PlansManager(json.loads((folder / "Stage2Plans.json").read_text()))
+    labels = plans.get_label_manager(json.loads((folder / "dataset.json").read_text()))
+    assert labels.has_ignore_label
+    data = folder / "Stage2Plans_3d_fullres"
+    cases = sorted(p.name[:-5] for p in data.glob("*.b2nd") if not p.name.endswith("_seg.b2nd"))
+    dataset = infer_dataset_class(str(data))(str(data), cases)
+    patch, initial = [16] * 3, [25] * 3  # 25: nnU-Net's initial patch for 16^3 with its rotation range
+    spatial = SpatialTransform(patch, patch_center_dist_from_border=0, random_crop=False, p_elastic_deform=0,
+                               p_rotation=0, p_scaling=0, border_mode_seg="constant", padding_value_seg=-1)
+
+    def draws(loader_class) -> list[bool]:
+        loader = loader_class(dataset, 1, initial, patch, labels, oversample_foreground_percent=0.0,
+                              transforms=spatial)
+        same = []
+        for case in cases:
+            image, seg, _, properties = dataset.load_case(case)
+            for _ in range(3):
+                lower, upper = loader.get_bbox(image.shape[1:], False, properties["class_locations"])
+                box = [[lo, hi] for lo, hi in zip(lower, upper)]
+                drawn = spatial(image=torch.from_numpy(crop_and_pad_nd(np.asarray(image[:]), box, 0)).float(),
+                                segmentation=torch.from_numpy(crop_and_pad_nd(np.asarray(seg[:]), box, -1)))
+                same.append(np.array_equal(drawn["image"].numpy(), np.asarray(image[:], dtype=np.float32))
+                            and np.array_equal(drawn["segmentation"].numpy(), np.asarray(seg[:])))
+        return same
+
+    assert all(draws(WholeVolumeDataLoader))
+    assert not all(draws(nnUNetDataLoader))
+
+
+def test_mirror_augmentation_keeps_only_nnunets_mirroring() -> None:
+    """``augmentation = "mirror"``: every draw is the centred volume or its mirror on array axes 0 / 1, labels
+    alike; nnU-Net's full pipeline (the default) changes intensities as well."""
+    from engine.stage2.trainer import StageTwoTrainer
+
+    trainer = object.__new__(StageTwoTrainer)  # the transforms need no initialised trainer
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn((1, 25, 25, 25), generator=generator)
+    seg = torch.randint(0, 14, (1, 25, 25, 25), generator=generator, dtype=torch.int16)
+    centre = (slice(None),) + (slice(4, 20),) * 3
+    views = [(), (0,), (1,), (0, 1)]
+
+    def draws(mode: str) -> list[bool]:
+        trainer.augmentation = mode
+        transforms = trainer.get_training_transforms([16] * 3, (-0.5, 0.5), [[1, 1, 1], [0.5, 0.5, 0.5]], (0, 1), False)
+        mirrored = []
+        for _ in range(20):
+            out = transforms(image=image.clone(), segmentation=seg.clone())
+            assert out["image"].shape == (1, 16, 16, 16) and [s.shape[1:] for s in out["segmentation"]] == [(16,) * 3, (8,) * 3]
+            mirrored.append(any(torch.equal(out["image"], image[centre].flip([a + 1 for a in axes]))
+                                and torch.equal(out["segmentation"][0], seg[centre].flip([a + 1 for a in axes]))
+                                for axes in views))
+        return mirrored
+
+    assert all(draws("mirror"))
+    assert not all(draws("nnunet"))
+
+
+def test_bf16_precision_context_on_a_cpu() -> None:
+    """``cpu_precision = "bf16"``: convolutions under bfloat16 autocast on a CPU; fp32: none."""
+    from engine.stage2.trainer import StageTwoTrainer
+
+    trainer = object.__new__(StageTwoTrainer)
+    trainer.device = torch.device("cpu")
+    conv, x = torch.nn.Conv3d(1, 2, 3), torch.randn(1, 1, 6, 6, 6)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        trainer.cpu_precision = precision
+        with trainer.precision_context():
+            assert conv(x).dtype == dtype
+
+
 def test_full_profile_plans_build_the_submitted_network() -> None:
     """The full profile's parameters, through the plans / network.json path, give the 109,359,299-parameter network."""
     params = get_stage("train3d").resolve("full")
@@ -299,6 +383,11 @@ def test_optimizer_parameter_picks_sgd_or_adamw_under_the_same_schedule(trained:
         assert spec.param("optimizer").parse("adamw") == "adamw"
         with pytest.raises(ValueError, match="optimizer"):
             spec.param("optimizer").parse("adam")
+    # and the job says how it trained: finetune2 with the demo profile's CPU settings
+    started = {s: next(m for m in logs(trained["jobs"][s]) if m.startswith(f"{s}: Dataset201")) for s in ("finetune1", "finetune2")}
+    assert started["finetune1"].endswith("on cpu (sgd, fp32, augmentation nnunet)"), started
+    bf16 = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"  # fp32 where the CPU lacks bf16 kernels
+    assert started["finetune2"].endswith(f"on cpu (adamw, {bf16}, augmentation mirror)"), started
 
 
 def _process_group(pgid: int) -> list[int]:
