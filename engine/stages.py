@@ -220,8 +220,8 @@ _TRAIN3D_PARAMS = (
     P("initial_lr", "float", "Initial learning rate (SGD, PolyLR)"),
     P("optimizer", "str", "sgd = nnU-Net's SGD (the original); adamw = AdamW, same PolyLR (learns in far fewer iterations)",
       ("sgd", "adamw")),
-    P("cpu_precision", "str", "On a CPU: fp32, or bf16 = autocast convolutions to bfloat16 (~1.8x faster where the CPU "
-      "has AMX / AVX512-BF16; CUDA always uses nnU-Net's float16 autocast)", ("fp32", "bf16")),
+    P("cpu_precision", "str", "On a CPU: fp32, or bf16 = autocast convolutions to bfloat16 (network steps ~1.5x faster "
+      "where the CPU has AMX / AVX512-BF16; CUDA always uses nnU-Net's float16 autocast)", ("fp32", "bf16")),
     P("augmentation", "str", "nnunet = nnU-Net's default 3D training transforms (the original); mirror = only its "
       "mirroring (the demo: learns in far fewer iterations)", ("nnunet", "mirror")),
     P("oversampling", "float", "Targeted oversampling: a case with positive locations weighs 1 + mean(this / n_k), "
