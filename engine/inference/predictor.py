@@ -150,9 +150,9 @@ class Predictor:
     """Loads the stage-1 model and the stage-2 fold models once; predicts series one by one.
 
     ``models``: stage-2 results folders or checkpoint files (``engine.stage2.model_files`` contract).
-    ``view_batch``: TTA views per forward pass (default: 4 on CUDA; on a CPU as many as
-    :func:`cpu_views_per_pass` allows, one at 224^3, all eight for the demo's small inputs; 224^3 activations are
-    large). ``amp``: mixed precision (default on for CUDA; never on CPU, where autocast is slow).
+    ``view_batch``: TTA views per forward pass (default: 4 on CUDA, where 224^3 activations are large; on a
+    CPU as many as :func:`cpu_views_per_pass` allows: one at 224^3, all eight for the demo's small inputs).
+    ``amp``: mixed precision (default on for CUDA; never on CPU, where autocast is slow).
     ``gap_factor``: a slice gap above this many times the median spacing is noted (``slice_gap``).
     ``keep_volume``: keep the reviewed time point's volume in the result (review files).
     """

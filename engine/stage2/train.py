@@ -71,8 +71,8 @@ def load_initial_weights(trainer: Any, checkpoint: Path, ctx: StageContext) -> N
 
 
 def cpu_precision(requested: str, device: Any, ctx: StageContext) -> str:
-    """``requested``, except bf16 on a CPU without native bfloat16 kernels (no AVX512-BF16 / AMX), where
-    oneDNN would emulate them more slowly than float32: then fp32, said in the log."""
+    """``requested``, except bf16 on a CPU for which oneDNN reports no bfloat16 support (it needs at least
+    AVX-512; AVX512-BF16 / AMX make it fast): then fp32, said in the log."""
     import torch
 
     if requested == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
